@@ -1,0 +1,61 @@
+# The two commands a new user runs: `make run` (demo site) and `make test` (whole suite).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SIM_PORT ?= 8765
+PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
+
+.PHONY: run test test-sqlite test-postgres install lint wheel clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $(STAMP)
+
+# Serves the demo on http://$(HOST):$(PORT)/ with Daphne. Without OPENROUTER_API_KEY the local
+# OpenRouter simulator is started on $(SIM_PORT) and the site is pointed at it.
+run: install
+	$(PY) manage.py migrate --noinput
+	@echo "Demo logins:"; $(PY) manage.py demo_setup
+	@set -m; \
+	if [ -z "$$OPENROUTER_API_KEY" ]; then \
+	  echo "OPENROUTER_API_KEY is not set: replies come from the local OpenRouter simulator on port $(SIM_PORT)."; \
+	  $(PY) manage.py openrouter_simulator --port $(SIM_PORT) & sim=$$!; \
+	  trap "kill $$sim 2>/dev/null" EXIT INT TERM; \
+	  export OPENROUTER_BASE_URL=http://127.0.0.1:$(SIM_PORT)/api/v1 OPENROUTER_API_KEY=sk-or-v1-simulator-demo-key STREAMCHAT_SIMULATOR=1; \
+	fi; \
+	echo "Serving on http://$(HOST):$(PORT)/"; \
+	$(PY) -m daphne -b $(HOST) -p $(PORT) orchat_site.asgi:application
+
+# Whole suite on SQLite, then (everything that touches the ORM) on PostgreSQL.
+test: install
+	$(MAKE) --no-print-directory test-sqlite
+	$(MAKE) --no-print-directory test-postgres
+
+test-sqlite:
+	$(PY) -m pytest
+
+test-postgres:
+	@if [ -n "$$CI" ] || $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 5432), 1)" 2>/dev/null; then \
+	  echo "== PostgreSQL run ($(PG_TEST_URL)) =="; \
+	  DATABASE_URL=$(PG_TEST_URL) $(PY) -m pytest -m "not browser and not once"; \
+	else \
+	  echo "SKIPPED the PostgreSQL run: nothing listens on 127.0.0.1:5432 (CI runs it)."; \
+	fi
+
+lint: install
+	$(PY) -m pip install -q ruff
+	$(PY) -m ruff check streamchat orchat_site tests
+
+wheel: install
+	$(PY) -m pip wheel -q --no-deps -w dist .
+
+clean:
+	rm -rf $(VENV) dist build *.egg-info test-artifacts

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class DemoSiteConfig(AppConfig):
+    """The demo project as an app, so it can carry its own management commands."""
+
+    name = "orchat_site"
+    verbose_name = "streamchat demo site"

@@ -1,0 +1,107 @@
+"""streamchat's settings: one ``STREAMCHAT`` dict in the host's settings, read through ``app_settings``.
+
+Every key, its default and its unit is listed in ``DEFAULTS``; README.md's settings table is checked
+against it by the test suite. Code never reads ``settings.STREAMCHAT`` directly.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULTS: dict[str, Any] = {
+    # --- OpenRouter -------------------------------------------------------------------------
+    # Base URL of the OpenRouter API (the simulator's URL in development and tests).
+    "BASE_URL": "https://openrouter.ai/api/v1",
+    # An API key used when no ApiKey row is active (str or None). The demo seeds it from
+    # OPENROUTER_API_KEY; keys managed in admin take precedence.
+    "API_KEY": None,
+    # Model used when neither the request nor an enabled ChatModel names one.
+    "DEFAULT_MODEL": "openai/gpt-4o-mini",
+    # Attribution headers sent to OpenRouter: HTTP-Referer and X-OpenRouter-Title (and X-Title).
+    "APP_URL": "",
+    "APP_TITLE": "streamchat",
+    # --- Timeouts (seconds) -----------------------------------------------------------------
+    # TCP connect to OpenRouter.
+    "CONNECT_TIMEOUT": 10.0,
+    # From request sent to first content or reasoning delta (keep-alive comments do not count).
+    "FIRST_TOKEN_TIMEOUT": 60.0,
+    # Longest gap between two deltas once the reply has started.
+    "IDLE_TIMEOUT": 30.0,
+    # Longest a whole reply may take.
+    "TOTAL_TIMEOUT": 600.0,
+    # --- Retries (before the first delta only) ----------------------------------------------
+    # Retries after the first attempt, per key, on 408/429/5xx and connection errors.
+    "MAX_RETRIES": 2,
+    # Exponential backoff: base * 2**attempt seconds with full jitter, capped at BACKOFF_MAX.
+    "BACKOFF_BASE": 0.5,
+    "BACKOFF_MAX": 8.0,
+    # A Retry-After longer than this (seconds) is not waited for: the user is told instead.
+    "RETRY_AFTER_MAX": 20.0,
+    # --- Websocket protocol -----------------------------------------------------------------
+    # Largest incoming websocket frame the app accepts, in bytes (Daphne's own limit is 1 MiB).
+    "MAX_FRAME_BYTES": 64 * 1024,
+    # Largest user message, in characters.
+    "MAX_MESSAGE_CHARS": 32_000,
+    # Deltas arriving within this window (ms) share one frame; the first delta never waits.
+    "DELTA_COALESCE_MS": 40,
+    # How often (ms) a running reply publishes its new text to other workers' subscribers.
+    "GROUP_BATCH_MS": 100,
+    # Cancel the reply when the socket that asked for it closes (default: the reply outlives it).
+    "CANCEL_ON_DISCONNECT": False,
+    # --- Persistence ------------------------------------------------------------------------
+    # How often (ms) a streaming reply's text is written to its row.
+    "CHECKPOINT_MS": 500,
+    # A streaming reply whose worker has not renewed its lease for this long (s) is interrupted.
+    "LEASE_SECONDS": 30,
+    # Largest stored reply, in characters; beyond it the reply ends with finish reason "length".
+    "MAX_REPLY_CHARS": 400_000,
+    # --- Secrets ----------------------------------------------------------------------------
+    # Fernet keys (urlsafe base64, 32 bytes) for API keys at rest, newest first. Empty: one key
+    # derived from SECRET_KEY (development only; a deploy check warns).
+    "ENCRYPTION_KEYS": [],
+    # --- Limits -----------------------------------------------------------------------------
+    # Admit sends when the limit store cannot be read (default: refuse them).
+    "LIMITS_FAIL_OPEN": False,
+    # Staff users skip rate limits and budgets.
+    "EXEMPT_STAFF": False,
+}
+
+
+class AppSettings:
+    """Attribute access to the merged settings: ``app_settings.BASE_URL``."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Unknown streamchat setting {name!r}")
+        return _merged()[name]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(_merged())
+
+
+@cache
+def _merged() -> dict[str, Any]:
+    user = getattr(settings, "STREAMCHAT", None) or {}
+    return {**DEFAULTS, **{k: v for k, v in user.items() if k in DEFAULTS}}
+
+
+def unknown_keys() -> list[str]:
+    """Keys in the host's STREAMCHAT dict that streamchat does not know (a system check reports them)."""
+    user = getattr(settings, "STREAMCHAT", None) or {}
+    if not isinstance(user, dict):
+        return []
+    return sorted(set(user) - set(DEFAULTS))
+
+
+@receiver(setting_changed)
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    if setting == "STREAMCHAT":
+        _merged.cache_clear()
+
+
+app_settings = AppSettings()

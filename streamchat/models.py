@@ -1,0 +1,386 @@
+"""streamchat's data: the chat log (Conversation, Message), the usage ledger (Usage) and what admins
+configure (ApiKey, ChatModel, RateLimit).
+
+The chat log and the ledger are deliberately separate: deleting a conversation keeps its Usage rows,
+so nobody resets a budget by deleting chats.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import models, transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+class Conversation(models.Model):
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="streamchat_conversations",
+        verbose_name=_("owner"),
+    )
+    title = models.CharField(_("title"), max_length=200, blank=True)
+    model = models.CharField(
+        _("model"), max_length=200, blank=True, help_text=_("OpenRouter model id, e.g. openai/gpt-4o.")
+    )
+    # Client id of the send that created the conversation: a retried first send finds it again.
+    client_id = models.CharField(_("client id"), max_length=64, blank=True, editable=False)
+    created = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+    updated = models.DateTimeField(_("updated"), default=timezone.now, db_index=False)
+
+    class Meta:
+        verbose_name = _("conversation")
+        verbose_name_plural = _("conversations")
+        ordering = ["-updated", "-id"]
+        indexes = [models.Index(fields=["owner", "-updated"], name="streamchat_conv_recent")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "client_id"],
+                condition=~Q(client_id=""),
+                name="streamchat_conv_client_id_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk}"
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        SYSTEM = "system", _("system")
+        USER = "user", _("user")
+        ASSISTANT = "assistant", _("assistant")
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("pending")
+        STREAMING = "streaming", _("streaming")
+        COMPLETE = "complete", _("complete")
+        STOPPED = "stopped", _("stopped")
+        ERROR = "error", _("error")
+        INTERRUPTED = "interrupted", _("interrupted")
+
+    FINAL_STATUSES = (Status.COMPLETE, Status.STOPPED, Status.ERROR, Status.INTERRUPTED)
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages", verbose_name=_("conversation")
+    )
+    # Replies, regenerations and edits form a tree: siblings share a parent.
+    parent = models.ForeignKey(
+        "self",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="children",
+        verbose_name=_("parent"),
+    )
+    role = models.CharField(_("role"), max_length=16, choices=Role.choices)
+    content = models.TextField(_("content"), blank=True)
+    reasoning = models.TextField(_("reasoning"), blank=True)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.COMPLETE
+    )
+    error_code = models.CharField(_("error code"), max_length=64, blank=True)
+    error_message = models.TextField(_("error message"), blank=True)
+    model = models.CharField(_("model used"), max_length=200, blank=True)
+    finish_reason = models.CharField(_("finish reason"), max_length=32, blank=True)
+    # Idempotency: the same client message id in one conversation yields one message.
+    client_message_id = models.CharField(
+        _("client message id"), max_length=64, blank=True, editable=False
+    )
+    # While streaming: the worker renews the lease at each checkpoint; a lapsed lease means the
+    # worker died and the reaper marks the reply interrupted.
+    lease_expires = models.DateTimeField(_("lease expires"), null=True, blank=True, editable=False)
+    created = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+    completed = models.DateTimeField(_("completed"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("message")
+        verbose_name_plural = _("messages")
+        ordering = ["created", "id"]
+        indexes = [
+            models.Index(fields=["conversation", "created"], name="streamchat_msg_conv_created"),
+            models.Index(
+                fields=["lease_expires"],
+                condition=Q(status="streaming"),
+                name="streamchat_msg_streaming",
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "client_message_id"],
+                condition=~Q(client_message_id=""),
+                name="streamchat_msg_client_id_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        text = " ".join(self.content.split())
+        return f"{self.get_role_display()}: {text[:60]}{'…' if len(text) > 60 else ''}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES
+
+
+class ApiKey(models.Model):
+    label = models.CharField(_("label"), max_length=100)
+    # Fernet ciphertext (see streamchat.crypto); the plain secret is never stored.
+    secret_encrypted = models.TextField(_("encrypted secret"), editable=False)
+    hint = models.CharField(
+        _("hint"), max_length=40, editable=False, help_text=_("Shows the key's start and end only.")
+    )
+    is_active = models.BooleanField(_("active"), default=True)
+    priority = models.PositiveSmallIntegerField(
+        _("priority"), default=100, help_text=_("Lower is tried first; the next key takes over on failure.")
+    )
+    last_used = models.DateTimeField(_("last used"), null=True, blank=True, editable=False)
+    last_verified = models.DateTimeField(_("last verified"), null=True, blank=True, editable=False)
+    last_error = models.TextField(_("last error"), blank=True, editable=False)
+    last_error_at = models.DateTimeField(_("last error at"), null=True, blank=True, editable=False)
+    created = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = _("OpenRouter API key")
+        verbose_name_plural = _("OpenRouter API keys")
+        ordering = ["priority", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.hint})" if self.hint else self.label
+
+    @property
+    def is_failing(self) -> bool:
+        return bool(self.last_error) and (
+            self.last_verified is None
+            or self.last_error_at is None
+            or self.last_error_at >= self.last_verified
+        )
+
+
+class ChatModel(models.Model):
+    model_id = models.CharField(
+        _("OpenRouter model id"),
+        max_length=200,
+        unique=True,
+        help_text=_("With its provider prefix, e.g. openai/gpt-4o."),
+    )
+    display_name = models.CharField(_("display name"), max_length=200, blank=True)
+    enabled = models.BooleanField(_("enabled"), default=False)
+    is_default = models.BooleanField(
+        _("default"), default=False, help_text=_("Used when a user does not pick a model. Exactly one.")
+    )
+    default_temperature = models.DecimalField(
+        _("default temperature"), max_digits=3, decimal_places=2, null=True, blank=True
+    )
+    max_tokens = models.PositiveIntegerField(
+        _("max tokens"), null=True, blank=True, help_text=_("Largest reply, in tokens.")
+    )
+    system_prompt = models.TextField(_("system prompt"), blank=True)
+    fallback_models = models.JSONField(
+        _("fallback models"),
+        default=list,
+        blank=True,
+        help_text=_("Model ids OpenRouter tries in order when this one fails."),
+    )
+    prompt_price = models.DecimalField(
+        _("prompt price"),
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text=_("USD per million prompt tokens."),
+    )
+    completion_price = models.DecimalField(
+        _("completion price"),
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text=_("USD per million completion tokens."),
+    )
+    context_length = models.PositiveIntegerField(_("context length"), null=True, blank=True)
+    created = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+    updated = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("chat model")
+        verbose_name_plural = _("chat models")
+        ordering = ["-is_default", "display_name", "model_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"], condition=Q(is_default=True), name="streamchat_one_default_model"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name or self.model_id
+
+    def save(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        # Choosing a new default demotes the old one in the same transaction, so there is
+        # never more than one (the constraint) and choosing one never fails.
+        with transaction.atomic():
+            if self.is_default:
+                ChatModel.objects.filter(is_default=True).exclude(pk=self.pk).update(is_default=False)
+            super().save(*args, **kwargs)
+
+    def cost_for(self, prompt_tokens: int, completion_tokens: int) -> Decimal | None:
+        """Cost in USD from this model's price table, or None when prices are unknown."""
+        if self.prompt_price is None or self.completion_price is None:
+            return None
+        million = Decimal(1_000_000)
+        return (self.prompt_price * prompt_tokens + self.completion_price * completion_tokens) / million
+
+
+class RateLimit(models.Model):
+    class Scope(models.TextChoices):
+        DEFAULT = "default", _("site default")
+        GROUP = "group", _("group")
+        USER = "user", _("user")
+
+    scope = models.CharField(_("scope"), max_length=8, choices=Scope.choices)
+    group = models.OneToOneField(
+        Group,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="streamchat_limit",
+        verbose_name=_("group"),
+    )
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="streamchat_limit",
+        verbose_name=_("user"),
+    )
+    requests_per_minute = models.PositiveIntegerField(_("requests per minute"), null=True, blank=True)
+    requests_per_day = models.PositiveIntegerField(_("requests per day"), null=True, blank=True)
+    tokens_per_day = models.PositiveIntegerField(_("tokens per day"), null=True, blank=True)
+    spend_per_month = models.DecimalField(
+        _("spend per month (USD)"), max_digits=12, decimal_places=4, null=True, blank=True
+    )
+    concurrent_streams = models.PositiveSmallIntegerField(_("concurrent streams"), null=True, blank=True)
+
+    LIMIT_FIELDS = (
+        "requests_per_minute",
+        "requests_per_day",
+        "tokens_per_day",
+        "spend_per_month",
+        "concurrent_streams",
+    )
+
+    class Meta:
+        verbose_name = _("rate limit")
+        verbose_name_plural = _("rate limits")
+        ordering = ["scope", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(scope="default", group__isnull=True, user__isnull=True)
+                    | Q(scope="group", group__isnull=False, user__isnull=True)
+                    | Q(scope="user", group__isnull=True, user__isnull=False)
+                ),
+                name="streamchat_limit_scope_matches_target",
+            ),
+            models.UniqueConstraint(
+                fields=["scope"], condition=Q(scope="default"), name="streamchat_one_default_limit"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        if self.scope == self.Scope.USER:
+            return f"Limits for user {self.user}"
+        if self.scope == self.Scope.GROUP:
+            return f"Limits for group {self.group}"
+        return "Site default limits"
+
+
+class Usage(models.Model):
+    """One row per upstream request, written once when it ends (simonw/llm's ledger shape)."""
+
+    class CostSource(models.TextChoices):
+        REPORTED = "reported", _("reported by OpenRouter")
+        COMPUTED = "computed", _("computed from the price table")
+        ESTIMATED = "estimated", _("estimated")
+        UNKNOWN = "unknown", _("unknown")
+
+    class Outcome(models.TextChoices):
+        COMPLETE = "complete", _("complete")
+        STOPPED = "stopped", _("stopped")
+        ERROR = "error", _("error")
+        INTERRUPTED = "interrupted", _("interrupted")
+        REFUSED = "refused", _("refused by a limit")
+
+    class Source(models.TextChoices):
+        WEBSOCKET = "websocket", _("websocket")
+        SSE = "sse", _("server-sent events")
+        API = "api", _("OpenAI-compatible API")
+        PYTHON = "python", _("Python API")
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="streamchat_usage",
+        verbose_name=_("user"),
+    )
+    # SET_NULL: the ledger outlives the chat log.
+    message = models.ForeignKey(
+        Message,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="usage",
+        verbose_name=_("message"),
+    )
+    api_key = models.ForeignKey(
+        ApiKey,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="usage",
+        verbose_name=_("API key"),
+    )
+    source = models.CharField(
+        _("source"), max_length=16, choices=Source.choices, default=Source.WEBSOCKET
+    )
+    model_requested = models.CharField(_("model requested"), max_length=200, blank=True)
+    model_used = models.CharField(_("model used"), max_length=200, blank=True)
+    prompt_tokens = models.PositiveIntegerField(_("prompt tokens"), default=0)
+    completion_tokens = models.PositiveIntegerField(_("completion tokens"), default=0)
+    reasoning_tokens = models.PositiveIntegerField(_("reasoning tokens"), default=0)
+    cost = models.DecimalField(_("cost (USD)"), max_digits=18, decimal_places=10, default=Decimal(0))
+    cost_source = models.CharField(
+        _("cost source"), max_length=16, choices=CostSource.choices, default=CostSource.UNKNOWN
+    )
+    time_to_first_token_ms = models.PositiveIntegerField(
+        _("time to first token (ms)"), null=True, blank=True
+    )
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"), null=True, blank=True)
+    generation_id = models.CharField(_("generation id"), max_length=100, blank=True)
+    outcome = models.CharField(_("outcome"), max_length=16, choices=Outcome.choices)
+    error_code = models.CharField(_("error code"), max_length=64, blank=True)
+    details = models.JSONField(_("details"), default=dict, blank=True)
+    created = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = _("usage record")
+        verbose_name_plural = _("usage")
+        ordering = ["-created", "-id"]
+        indexes = [
+            models.Index(fields=["user", "created"], name="streamchat_usage_user_time"),
+            models.Index(fields=["created"], name="streamchat_usage_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_used or self.model_requested}: {self.total_tokens} tokens, ${self.cost:.6f}"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
