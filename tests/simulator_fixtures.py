@@ -1,0 +1,1 @@
+"""Fixtures for the local OpenRouter simulator (filled in by the protocol issue)."""
