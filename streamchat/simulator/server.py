@@ -1,0 +1,661 @@
+"""The simulator's HTTP routes: OpenRouter's wire protocol, over aiohttp.
+
+Every response imitates OpenRouter's (error bodies, chunk shapes, the three usage placements,
+keep-alive comments, ``X-Generation-Id``); openrouter-protocol.md in the project's shared notes
+holds the sources. Client disconnects are noticed through aiohttp's handler cancellation, so a
+stalled stream learns of an abort at once, not at its next write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from . import catalog
+from .replies import (
+    DEFAULT_REPLY,
+    REASONING,
+    XSS_REPLY,
+    count_prompt_tokens,
+    last_user_text,
+    long_reply,
+    tokenize,
+)
+from .scenarios import PRE_STREAM, Scenario, parse
+from .state import (
+    Generation,
+    RecordedRequest,
+    ScriptedReply,
+    SimKey,
+    SimulatorState,
+    new_generation_id,
+)
+
+STATE: web.AppKey[SimulatorState] = web.AppKey("state", SimulatorState)
+USER_ID = "user_simulator"
+KEEPALIVE = b": OPENROUTER PROCESSING\n\n"
+DONE = b"data: [DONE]\n\n"
+
+
+def create_app(state: SimulatorState) -> web.Application:
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app[STATE] = state
+    app.router.add_post("/api/v1/chat/completions", chat_completions)
+    app.router.add_get("/api/v1/models", models)
+    app.router.add_get("/api/v1/key", key_info)
+    app.router.add_get("/api/v1/auth/key", key_info)
+    app.router.add_get("/api/v1/generation", generation)
+    return app
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    metadata: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    error: dict[str, Any] = {"code": status, "message": message}
+    if metadata is not None:
+        error["metadata"] = metadata
+    return web.Response(
+        status=status,
+        body=orjson.dumps({"error": error, "user_id": USER_ID}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+async def record(request: web.Request, body: Any = None) -> None:
+    request.app[STATE].record(
+        RecordedRequest(
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            headers=dict(request.headers),
+            json=body,
+        )
+    )
+
+
+def authenticate(request: web.Request) -> SimKey | web.Response:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return error_response(401, "No auth credentials found")
+    key = request.app[STATE].lookup_key(token)
+    if key is None or key.revoked:
+        return error_response(401, "User not found.")
+    return key
+
+
+def json_number(value: Decimal) -> float:
+    return float(value)
+
+
+# --- GET routes -------------------------------------------------------------------------------
+
+
+async def models(request: web.Request) -> web.Response:
+    await record(request)
+    return web.json_response(
+        {"data": catalog.model_list()}, dumps=lambda o: orjson.dumps(o).decode()
+    )
+
+
+async def key_info(request: web.Request) -> web.Response:
+    await record(request)
+    key = authenticate(request)
+    if isinstance(key, web.Response):
+        return key
+    limit = None if key.limit is None else json_number(key.limit)
+    remaining = None if key.limit is None else json_number(max(key.limit - key.usage, Decimal(0)))
+    usage = json_number(key.usage)
+    data = {
+        "label": key.label,
+        "limit": limit,
+        "limit_remaining": remaining,
+        "limit_reset": None,
+        "include_byok_in_limit": False,
+        "usage": usage,
+        "usage_daily": usage,
+        "usage_weekly": usage,
+        "usage_monthly": usage,
+        "byok_usage": 0,
+        "byok_usage_daily": 0,
+        "byok_usage_weekly": 0,
+        "byok_usage_monthly": 0,
+        "is_free_tier": False,
+        "is_management_key": False,
+        "is_provisioning_key": False,
+        "expires_at": None,
+        "rate_limit": {
+            "requests": 1000,
+            "interval": "1h",
+            "note": "This field is deprecated and safe to ignore.",
+        },
+    }
+    return web.Response(body=orjson.dumps({"data": data}), content_type="application/json")
+
+
+async def generation(request: web.Request) -> web.Response:
+    await record(request)
+    key = authenticate(request)
+    if isinstance(key, web.Response):
+        return key
+    generation_id = request.query.get("id", "")
+    if not generation_id:
+        return error_response(400, "Missing required parameter: id")
+    found = request.app[STATE].visible_generation(generation_id)
+    if found is None:
+        return error_response(404, f"Generation {generation_id} not found")
+    return web.Response(
+        body=orjson.dumps({"data": found.as_json()}), content_type="application/json"
+    )
+
+
+# --- chat completions -------------------------------------------------------------------------
+
+
+def pre_stream_failure(
+    state: SimulatorState, scenario: Scenario, model_id: str, body: dict
+) -> web.Response | None:
+    """The HTTP error a scenario answers before streaming, or None to go on."""
+    if scenario.name not in PRE_STREAM:
+        return None
+    times = scenario.int("times", 0)  # 0: every time
+    if times and state.bump(model_id) > times:
+        return None
+    retry_after = scenario.str("retry_after", "1")
+    headers = {"Retry-After": retry_after} if retry_after not in ("", "none") else {}
+    if scenario.name == "rate-limit":
+        reset_ms = str(int((time.time() + 60) * 1000))
+        return error_response(
+            429,
+            "Rate limit exceeded: free-models-per-min.",
+            metadata={
+                "headers": {
+                    "X-RateLimit-Limit": "20",
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset": reset_ms,
+                },
+                "provider_name": None,
+            },
+            headers={
+                **headers,
+                "X-RateLimit-Limit": "20",
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": reset_ms,
+            },
+        )
+    if scenario.name == "server-error":
+        status = scenario.int("status", 502)
+        if status == 503:
+            message = "No available model provider that meets your routing requirements"
+        elif status >= 502:
+            message = "Provider returned error"
+        else:
+            message = "Internal Server Error"
+        return error_response(
+            status,
+            message,
+            metadata={"provider_name": "Simulator", "raw": "upstream failed"},
+            headers=headers if "retry_after" in scenario.params else None,
+        )
+    if scenario.name == "timeout":
+        return error_response(408, "Request timed out")
+    if scenario.name == "in-flight-budget":
+        return error_response(
+            402,
+            "Too many requests in flight for your remaining credits. Retry shortly.",
+            metadata={
+                "limit_source": "openrouter_in_flight_budget",
+                "reason": "in_flight_budget_exhausted",
+            },
+            headers=headers,
+        )
+    if scenario.name == "moderation":
+        flagged = last_user_text(body.get("messages") or [])[:100]
+        return error_response(
+            403,
+            f"{scenario.model} requires moderation on Simulator. "
+            'Your input was flagged for "harassment".',
+            metadata={
+                "reasons": ["harassment"],
+                "flagged_input": flagged,
+                "provider_name": "Simulator",
+                "model_slug": scenario.model,
+            },
+        )
+    # unknown-model
+    return error_response(400, f"{model_id} is not a valid model ID")
+
+
+def reply_for(
+    scenario: Scenario, body: dict, scripted: ScriptedReply | None
+) -> tuple[str, str | None]:
+    """Text and reasoning of the reply."""
+    reasoning = (
+        REASONING if scenario.name == "reasoning" or catalog.is_reasoning(scenario.model) else None
+    )
+    if scripted is not None:
+        return scripted.text, scripted.reasoning if scripted.reasoning is not None else reasoning
+    if scenario.name == "echo":
+        return last_user_text(body.get("messages") or []), reasoning
+    if scenario.name == "long":
+        return long_reply(scenario.int("tokens", 5000)), reasoning
+    if scenario.name == "xss":
+        return XSS_REPLY, reasoning
+    return DEFAULT_REPLY, reasoning
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        await record(request, None)
+        return error_response(400, "Invalid JSON in request body")
+    await record(request, body)
+    key = authenticate(request)
+    if isinstance(key, web.Response):
+        return key
+    if not isinstance(body, dict):
+        return error_response(400, "Request body must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return error_response(400, 'Input required: specify "prompt" or "messages"')
+    if key.exhausted:
+        return error_response(
+            402,
+            "This request requires more credits, or fewer max_tokens. You requested up to "
+            "16384 tokens, but can only afford 0. To increase, visit "
+            "https://openrouter.ai/settings/credits and add more credits",
+            metadata={"limit_source": "openrouter_credits"},
+        )
+
+    requested = body.get("model") or "openai/gpt-4o-mini"
+    candidates = [requested]
+    fallbacks = body.get("models")
+    if isinstance(fallbacks, list):
+        candidates += [m for m in fallbacks if isinstance(m, str) and m not in candidates]
+    failure: web.Response | None = None
+    scenario: Scenario | None = None
+    for candidate in candidates:
+        scenario = parse(candidate) if isinstance(candidate, str) else None
+        if scenario is None:
+            failure = error_response(400, f"{candidate} is not a valid model ID")
+            continue
+        failure = pre_stream_failure(state, scenario, candidate, body)
+        if failure is None:
+            break
+        scenario = None
+    if scenario is None:
+        assert failure is not None
+        return failure
+
+    text, reasoning = reply_for(scenario, body, state.take_reply())
+    run = Run(request, state, key, scenario, body, text, reasoning)
+    if body.get("stream"):
+        return await run.stream()
+    return await run.complete()
+
+
+class Dropped(Exception):
+    """The simulator cut the connection on purpose (the ``drop`` scenario)."""
+
+
+class Run:
+    """One generation: its pieces, timing, faults and accounting."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        state: SimulatorState,
+        key: SimKey,
+        scenario: Scenario,
+        body: dict,
+        text: str,
+        reasoning: str | None,
+    ) -> None:
+        self.request = request
+        self.state = state
+        self.config = state.config
+        self.key = key
+        self.scenario = scenario
+        self.body = body
+        self.model = scenario.model
+        self.provider = catalog.provider(scenario.model)
+        pieces: list[tuple[str, str]] = [("reasoning", t) for t in tokenize(reasoning or "")]
+        pieces += [("content", t) for t in tokenize(text)]
+        self.finish_reason = "stop"
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        if isinstance(max_tokens, int) and 0 < max_tokens < len(pieces):
+            pieces = pieces[:max_tokens]
+            self.finish_reason = "length"
+        self.pieces = pieces
+        self.sent = 0  # pieces delivered
+        self.reasoning_sent = 0
+        self.generation = Generation(
+            id=new_generation_id(),
+            model=self.model,
+            provider=self.provider,
+            key=key.secret,
+            streamed=bool(body.get("stream")),
+            prompt_tokens=count_prompt_tokens(body.get("messages") or []),
+        )
+        state.add_generation(self.generation)
+        ms = scenario.float("delay_ms", None)
+        self.token_delay = self.config.token_delay if ms is None else ms / 1000
+        ms = scenario.float("first_ms", None)
+        self.first_delay = self.config.first_token_delay if ms is None else ms / 1000
+        if scenario.name == "slow-first":
+            self.first_delay = scenario.float("delay", 3.0) or 0.0
+        ms = scenario.float("keepalive_ms", None)
+        self.keepalive = self.config.keepalive_interval if ms is None else ms / 1000
+        self.usage_variant = scenario.str("usage", self.config.usage_variant).upper()
+        self.response: web.StreamResponse | None = None
+        self.dropped = False
+
+    # --- accounting --------------------------------------------------------------------------
+    def settle(
+        self, *, cancelled: bool = False, finish_reason: str | None = None
+    ) -> dict[str, Any]:
+        """Fix the generation's tokens and cost, charge the key, and return the usage object."""
+        gen = self.generation
+        if gen.ended_at is None:
+            gen.completion_tokens = self.sent
+            gen.reasoning_tokens = self.reasoning_sent
+            prompt_price, completion_price = catalog.prices(self.model)
+            prompt_cost = prompt_price * gen.prompt_tokens
+            completion_cost = completion_price * gen.completion_tokens
+            gen.cost = prompt_cost + completion_cost
+            gen.finish_reason = finish_reason
+            self.state.charge(self.key, gen.cost)
+            self.state.end_generation(gen, cancelled=cancelled)
+        prompt_price, completion_price = catalog.prices(self.model)
+        return {
+            "prompt_tokens": gen.prompt_tokens,
+            "completion_tokens": gen.completion_tokens,
+            "total_tokens": gen.prompt_tokens + gen.completion_tokens,
+            "cost": json_number(gen.cost),
+            "is_byok": False,
+            "prompt_tokens_details": {
+                "cached_tokens": 0,
+                "cache_write_tokens": 0,
+                "audio_tokens": 0,
+                "video_tokens": 0,
+            },
+            "cost_details": {
+                "upstream_inference_cost": json_number(gen.cost),
+                "upstream_inference_prompt_cost": json_number(prompt_price * gen.prompt_tokens),
+                "upstream_inference_completions_cost": json_number(
+                    completion_price * gen.completion_tokens
+                ),
+            },
+            "completion_tokens_details": {
+                "reasoning_tokens": gen.reasoning_tokens,
+                "image_tokens": 0,
+                "audio_tokens": 0,
+            },
+        }
+
+    # --- non-streaming -----------------------------------------------------------------------
+    async def complete(self) -> web.StreamResponse:
+        name = self.scenario.name
+        try:
+            if self.first_delay:
+                await asyncio.sleep(self.first_delay)
+            if name in ("error-body", "error-mid"):
+                self.settle(finish_reason="error")
+                return web.Response(
+                    body=orjson.dumps(
+                        {
+                            "error": {"code": 502, "message": "Provider returned error"},
+                            "user_id": USER_ID,
+                        }
+                    ),
+                    content_type="application/json",
+                    headers={"X-Generation-Id": self.generation.id},
+                )
+            if name == "drop":
+                self.drop()
+                raise Dropped
+            if name == "stall":
+                await asyncio.sleep(self.scenario.float("for", 3600.0) or 0.0)
+        except asyncio.CancelledError:
+            if not self.dropped:
+                self.settle(cancelled=True)
+                self.state.client_gone(self.generation, 0)
+            raise
+        self.sent = len(self.pieces)
+        self.reasoning_sent = sum(1 for kind, _ in self.pieces if kind == "reasoning")
+        finish: str | None = self.finish_reason
+        if name == "cut":
+            self.sent = min(self.sent, self.scenario.int("after", 5))
+            finish = None
+        usage = self.settle(finish_reason=finish)
+        delivered = self.pieces[: self.sent]
+        content = "".join(t for kind, t in delivered if kind == "content")
+        reasoning = "".join(t for kind, t in delivered if kind == "reasoning") or None
+        body = {
+            "id": self.generation.id,
+            "provider": self.provider,
+            "model": self.model,
+            "object": "chat.completion",
+            "created": int(self.generation.created),
+            "system_fingerprint": "fp_simulator",
+            "choices": [
+                {
+                    "logprobs": None,
+                    "finish_reason": finish,
+                    "native_finish_reason": finish,
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": content,
+                        "refusal": None,
+                        "reasoning": reasoning,
+                    },
+                }
+            ],
+            "usage": usage,
+        }
+        return web.Response(
+            body=orjson.dumps(body),
+            content_type="application/json",
+            headers={"X-Generation-Id": self.generation.id},
+        )
+
+    # --- streaming ---------------------------------------------------------------------------
+    def chunk(self, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
+        payload: dict[str, Any] = {
+            "id": self.generation.id,
+            "provider": self.provider,
+            "model": self.model,
+            "object": "chat.completion.chunk",
+            "created": int(self.generation.created),
+            "choices": []
+            if delta is None
+            else [
+                {
+                    "index": 0,
+                    "delta": delta,
+                    "finish_reason": finish,
+                    "native_finish_reason": finish,
+                    "logprobs": None,
+                }
+            ],
+            "system_fingerprint": "fp_simulator",
+            **extra,
+        }
+        return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+    async def write(self, data: bytes) -> None:
+        assert self.response is not None
+        await self.response.write(data)
+
+    async def wait(self, seconds: float, *, comments: bool) -> None:
+        """Sleep, sending keep-alive comments every ``keepalive`` seconds when asked."""
+        deadline = time.monotonic() + seconds
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if not comments:
+                await asyncio.sleep(remaining)
+                return
+            await asyncio.sleep(min(self.keepalive, remaining))
+            if time.monotonic() < deadline:
+                await self.write(KEEPALIVE)
+
+    def drop(self) -> None:
+        """Reset the TCP connection (RST) or close it mid-body (FIN), as ``mode`` says."""
+        self.dropped = True
+        transport = self.request.transport
+        if transport is None:
+            return
+        if self.scenario.str("mode", "rst") == "rst":
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+        else:
+            transport.close()
+
+    async def stream(self) -> web.StreamResponse:
+        self.response = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Generation-Id": self.generation.id,
+                "Access-Control-Expose-Headers": "X-Generation-Id",
+            },
+        )
+        await self.response.prepare(self.request)
+        try:
+            await self.produce()
+        except asyncio.CancelledError:
+            # aiohttp cancels the handler when the client's connection is lost.
+            self.gone()
+            raise
+        except (ConnectionResetError, ConnectionError):
+            self.gone()
+            return self.response
+        except Dropped:
+            self.settle(finish_reason=None)
+            raise asyncio.CancelledError from None
+        return self.response
+
+    def gone(self) -> None:
+        if self.dropped:
+            self.settle(finish_reason=None)
+            return
+        self.settle(cancelled=True)
+        self.state.client_gone(self.generation, self.sent)
+
+    async def produce(self) -> None:
+        name, sc = self.scenario.name, self.scenario
+        if self.first_delay > 0:
+            await self.write(KEEPALIVE)
+            await self.wait(self.first_delay, comments=True)
+        after = sc.int("after", 0 if name == "error-mid" else 5)
+        await self.write(self.chunk({"role": "assistant", "content": ""}))
+        for index, (kind, piece) in enumerate(self.pieces):
+            if index == after and name in ("error-mid", "drop", "cut", "stall"):
+                if await self.fault():
+                    return
+            if index and self.token_delay:
+                await asyncio.sleep(self.token_delay)
+            if kind == "reasoning":
+                delta = {
+                    "role": "assistant",
+                    "content": "",
+                    "reasoning": piece,
+                    "reasoning_details": [
+                        {"type": "reasoning.text", "text": piece, "format": "unknown", "index": 0}
+                    ],
+                }
+                self.reasoning_sent += 1
+            else:
+                delta = {"role": "assistant", "content": piece}
+            await self.write(self.chunk(delta))
+            self.sent += 1
+        if len(self.pieces) <= after and name in ("error-mid", "drop", "cut", "stall"):
+            if await self.fault():
+                return
+        await self.finish()
+
+    async def finish(self, *, done: bool = True) -> None:
+        end = {"role": "assistant", "content": ""}
+        usage = self.settle(finish_reason=self.finish_reason)
+        await self.write(self.chunk(end, self.finish_reason))
+        variant = self.usage_variant
+        if variant == "A":
+            await self.write(self.chunk(None, usage=usage))
+        elif variant == "B":
+            await self.write(self.chunk(end, None, usage=usage))
+        elif variant == "C":
+            await self.write(self.chunk(end, self.finish_reason, usage=usage))
+        if done:
+            await self.write(DONE)
+
+    async def fault(self) -> bool:
+        """Misbehave as the scenario says; True when the stream is over."""
+        name, sc = self.scenario.name, self.scenario
+        if name == "error-mid":
+            raw_code = sc.str("code", "502")
+            code: int | str = int(raw_code) if raw_code.isdigit() else raw_code
+            error = {
+                "code": code,
+                "message": sc.str("message", "Provider disconnected unexpectedly"),
+                "metadata": {"provider_name": self.provider, "raw": {"retryable": True}},
+            }
+            end = {"role": "assistant", "content": ""}
+            if sc.str("shape", "top") == "choice":
+                payload = self.chunk(None)[len(b"data: ") : -2]
+                data = orjson.loads(payload)
+                data["choices"] = [
+                    {
+                        "index": 0,
+                        "delta": end,
+                        "finish_reason": "error",
+                        "native_finish_reason": "error",
+                        "error": error,
+                    }
+                ]
+                await self.write(b"data: " + orjson.dumps(data) + b"\n\n")
+            else:
+                await self.write(self.chunk(end, "error", error=error))
+            usage = self.settle(finish_reason="error")
+            if sc.flag("usage_after", False):
+                await self.write(self.chunk(None, usage=usage))
+            if sc.flag("done", False):
+                await self.write(DONE)
+            return True
+        if name == "drop":
+            if sc.str("mode", "rst") != "rst":
+                await self.write(b'data: {"id":"' + self.generation.id.encode())
+            self.drop()
+            raise Dropped
+        if name == "cut":
+            if sc.flag("finish", False):
+                await self.finish(done=False)
+            else:
+                self.settle(finish_reason=None)
+            return True
+        # stall: nothing (or only comments) for `for` seconds (default: until the client leaves)
+        await self.wait(sc.float("for", 3600.0) or 0.0, comments=sc.flag("comments", False))
+        return False
