@@ -1,15 +1,39 @@
 """Which OpenRouter API keys a reply may use, in failover order, and what happened to them.
 
-(Interim: only the STREAMCHAT["API_KEY"] fallback. The admin issue adds encrypted ApiKey rows.)
+Keys are ``ApiKey`` rows managed in admin, their secrets encrypted at rest (``streamchat.crypto``).
+``usable_keys()`` returns the active rows that decrypt, by priority; the ``API_KEY`` setting comes
+last, and only when no row is usable and admin has not switched that same key off. A row that
+cannot be decrypted (wrong encryption key, tampered ciphertext) is skipped, and the reason is
+recorded on it so admin shows it as failing: chat falls over to the next key instead of failing.
+
+Secrets live only in ``KeyChoice.secret``; its ``repr`` and everything recorded here leave them out.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 
+from . import crypto
 from .conf import app_settings
+
+if TYPE_CHECKING:
+    from .models import ApiKey
+
+# Models are imported inside the functions: the reply engine imports this module early, and
+# importing models at module level here would tie that import to the app registry being ready.
+
+logger = logging.getLogger(__name__)
+
+# "sk-or-v1-…a1b2": the public prefix, then the last four characters.
+_PREFIX = re.compile(r"^sk-or-(?:v\d+-)?")
+# Longest error text kept on a key (upstream messages can be long; admin shows it in a list).
+MAX_ERROR_CHARS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,12 +48,34 @@ class KeyChoice:
         return f"KeyChoice(id={self.id}, hint={self.hint!r})"
 
 
+def key_hint(secret: str) -> str:
+    """``sk-or-v1-…a1b2``: the key's public prefix and its last four characters, nothing more."""
+    secret = secret.strip()
+    match = _PREFIX.match(secret)
+    prefix = match.group(0) if match else ""
+    return f"{prefix}…{secret[-4:]}" if len(secret) > len(prefix) + 8 else f"{prefix}…"
+
+
+def scrub(text: str, secret: str) -> str:
+    """``text`` with every occurrence of ``secret`` replaced by its hint (defence in depth)."""
+    return text.replace(secret, key_hint(secret)) if secret else text
+
+
 def usable_keys() -> list[KeyChoice]:
-    """Active, readable keys by priority, then the ``API_KEY`` setting."""
+    """Active, readable keys by priority, then the ``API_KEY`` setting when no row is usable."""
+    from .models import ApiKey
+
     keys: list[KeyChoice] = []
-    if app_settings.API_KEY:
-        secret = app_settings.API_KEY
-        keys.append(KeyChoice(id=None, secret=secret, hint=f"{secret[:8]}…{secret[-4:]}"))
+    for row in ApiKey.objects.filter(is_active=True).order_by("priority", "id"):
+        try:
+            secret = crypto.decrypt(row.secret_encrypted)
+        except crypto.UnreadableSecret:
+            _note_unreadable(row)
+            continue
+        keys.append(KeyChoice(id=row.pk, secret=secret, hint=row.hint))
+    fallback = app_settings.API_KEY
+    if not keys and fallback and not _switched_off_in_admin(fallback):
+        keys.append(KeyChoice(id=None, secret=fallback, hint=key_hint(fallback)))
     return keys
 
 
@@ -39,6 +85,14 @@ async def ausable_keys() -> list[KeyChoice]:
 
 def record_key_failure(key: KeyChoice, message: str) -> None:
     """Mark a key failing (401, 402): admins see the message and when it happened."""
+    if key.id is None:
+        logger.warning("The API_KEY setting (%s) failed: %s", key.hint, scrub(message, key.secret))
+        return
+    from .models import ApiKey
+
+    ApiKey.objects.filter(pk=key.id).update(
+        last_error=scrub(message, key.secret)[:MAX_ERROR_CHARS], last_error_at=timezone.now()
+    )
 
 
 async def arecord_key_failure(key: KeyChoice, message: str) -> None:
@@ -47,7 +101,41 @@ async def arecord_key_failure(key: KeyChoice, message: str) -> None:
 
 def record_key_used(key: KeyChoice) -> None:
     """Note that a key answered a request."""
+    if key.id is None:
+        return
+    from .models import ApiKey
+
+    ApiKey.objects.filter(pk=key.id).update(last_used=timezone.now())
 
 
 async def arecord_key_used(key: KeyChoice) -> None:
     await sync_to_async(record_key_used, thread_sensitive=True)(key)
+
+
+def _note_unreadable(row: ApiKey) -> None:
+    from .models import ApiKey
+
+    # Written once, not on every reply: the UPDATE only matches while the message differs.
+    updated = (
+        ApiKey.objects.filter(pk=row.pk)
+        .exclude(last_error=crypto.UNREADABLE_MESSAGE)
+        .update(last_error=crypto.UNREADABLE_MESSAGE, last_error_at=timezone.now())
+    )
+    if updated:
+        logger.error("API key %r (%s) was skipped: %s", row.label, row.hint, crypto.UNREADABLE_MESSAGE)
+
+
+def _switched_off_in_admin(secret: str) -> bool:
+    """Whether ``secret`` is stored in admin as a disabled key: switched off means off, even
+    when the same key also sits in the environment (e.g. the key seeded from it)."""
+    from .models import ApiKey
+
+    for token in ApiKey.objects.filter(is_active=False, hint=key_hint(secret)).values_list(
+        "secret_encrypted", flat=True
+    ):
+        try:
+            if crypto.decrypt(token) == secret:
+                return True
+        except crypto.UnreadableSecret:
+            continue
+    return False

@@ -143,6 +143,8 @@ class ApiKey(models.Model):
     last_error = models.TextField(_("last error"), blank=True, editable=False)
     last_error_at = models.DateTimeField(_("last error at"), null=True, blank=True, editable=False)
     created = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+    # What OpenRouter's /key said at the last verify: label, limit, usage, limit_remaining (USD).
+    account = models.JSONField(_("account at last verify"), default=dict, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("OpenRouter API key")
@@ -205,6 +207,8 @@ class ChatModel(models.Model):
     context_length = models.PositiveIntegerField(_("context length"), null=True, blank=True)
     created = models.DateTimeField(_("created"), default=timezone.now, editable=False)
     updated = models.DateTimeField(_("updated"), auto_now=True)
+    # Set by "Sync from OpenRouter" when /models lists this model; stale means OpenRouter dropped it.
+    last_synced = models.DateTimeField(_("last synced"), null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("chat model")
@@ -384,3 +388,89 @@ class Usage(models.Model):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+class LimitLock(models.Model):
+    """One row per user that sends: the lock that serialises that user's admissions.
+
+    Every admission starts by writing this row, so concurrent admissions of one user (any worker,
+    any process) run one after another: a row lock on PostgreSQL, the database write lock on SQLite.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="+",
+        verbose_name=_("user"),
+    )
+    locked = models.DateTimeField(_("last locked"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("limit lock")
+        verbose_name_plural = _("limit locks")
+
+    def __str__(self) -> str:
+        return f"Limit lock of user {self.user_id}"
+
+
+class Reservation(models.Model):
+    """What one admitted upstream request holds against its user's limits (see streamchat.limits).
+
+    Open: the worst case (prompt estimate plus max tokens, at the model's price) counts against the
+    budgets and the request holds a concurrent-stream slot until ``expires``. Settled: the real
+    figures count instead. Released: the upstream call never happened; nothing counts.
+    """
+
+    class State(models.TextChoices):
+        OPEN = "open", _("open")
+        SETTLED = "settled", _("settled")
+        RELEASED = "released", _("released")
+        EXPIRED = "expired", _("expired")
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="streamchat_reservations",
+        verbose_name=_("user"),
+    )
+    state = models.CharField(_("state"), max_length=8, choices=State.choices, default=State.OPEN)
+    source = models.CharField(_("source"), max_length=16, choices=Usage.Source.choices)
+    model = models.CharField(_("model"), max_length=200, blank=True)
+    reserved_tokens = models.PositiveIntegerField(_("reserved tokens"))
+    reserved_cost = models.DecimalField(
+        _("reserved cost (USD)"),
+        max_digits=18,
+        decimal_places=10,
+        null=True,
+        blank=True,
+        help_text=_("Empty when the model's prices are unknown: then only tokens are reserved."),
+    )
+    prompt_price = models.DecimalField(
+        _("prompt price"), max_digits=12, decimal_places=6, null=True, blank=True
+    )
+    completion_price = models.DecimalField(
+        _("completion price"), max_digits=12, decimal_places=6, null=True, blank=True
+    )
+    tokens = models.PositiveIntegerField(_("tokens used"), default=0)
+    cost = models.DecimalField(
+        _("cost (USD)"), max_digits=18, decimal_places=10, default=Decimal(0)
+    )
+    created = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+    # The lease: an open reservation whose worker died stops holding a stream slot at this time.
+    expires = models.DateTimeField(_("expires"))
+    settled = models.DateTimeField(_("settled"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("limit reservation")
+        verbose_name_plural = _("limit reservations")
+        ordering = ["-created", "-id"]
+        indexes = [
+            models.Index(fields=["user", "created"], name="streamchat_resv_user_time"),
+            models.Index(
+                fields=["expires"], condition=Q(state="open"), name="streamchat_resv_open"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Reservation {self.pk} of user {self.user_id} ({self.state})"
