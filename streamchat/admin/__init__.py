@@ -1,0 +1,27 @@
+"""streamchat in Django admin: API keys, chat models, rate limits, the usage ledger and its
+dashboard, and the chat log (read-only, for support).
+
+One module per page family; importing this package registers them all on ``admin.site``. The
+rate-limit inline is also added to the host's user and group admin pages when those are
+registered before streamchat's admin is imported (see ``docs/admin.md``).
+"""
+
+from .chat_models import ChatModelAdmin
+from .conversations import ConversationAdmin, MessageAdmin
+from .keys import ApiKeyAdmin
+from .limits import GroupRateLimitInline, RateLimitAdmin, UserRateLimitInline, add_limits_inlines
+from .usage import UsageAdmin
+
+__all__ = [
+    "ApiKeyAdmin",
+    "ChatModelAdmin",
+    "ConversationAdmin",
+    "GroupRateLimitInline",
+    "MessageAdmin",
+    "RateLimitAdmin",
+    "UsageAdmin",
+    "UserRateLimitInline",
+    "add_limits_inlines",
+]
+
+add_limits_inlines()
