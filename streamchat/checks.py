@@ -78,3 +78,55 @@ def check_production_layer(app_configs: Any = None, **kwargs: Any) -> list[Check
             )
         ]
     return []
+
+
+@register(Tags.security)
+def check_encryption_keys(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """API keys are stored encrypted: the key list must be usable (streamchat.crypto)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .conf import app_settings
+    from .crypto import key_problems
+
+    keys = app_settings.ENCRYPTION_KEYS
+    if keys:
+        return [
+            Error(
+                problem,
+                hint="Generate a key with: python -c \"from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())\" and list keys newest first.",
+                id="streamchat.E010",
+            )
+            for problem in key_problems(keys)
+        ]
+    try:
+        secret_key = settings.SECRET_KEY
+    except ImproperlyConfigured:
+        secret_key = ""
+    if not secret_key:
+        return [
+            Error(
+                "No encryption key for API keys: STREAMCHAT['ENCRYPTION_KEYS'] is empty and so is "
+                "SECRET_KEY.",
+                hint="Set STREAMCHAT['ENCRYPTION_KEYS'] to a list of Fernet keys, newest first.",
+                id="streamchat.E011",
+            )
+        ]
+    return []
+
+
+@register(Tags.security, deploy=True)
+def check_encryption_key_is_dedicated(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from .conf import app_settings
+
+    if not app_settings.ENCRYPTION_KEYS:
+        return [
+            Warning(
+                "API keys are encrypted with a key derived from SECRET_KEY.",
+                hint="Set STREAMCHAT['ENCRYPTION_KEYS'] to a dedicated Fernet key (the demo reads "
+                "STREAMCHAT_ENCRYPTION_KEYS), then run manage.py rotate_encryption_keys. Until then, "
+                "changing SECRET_KEY without SECRET_KEY_FALLBACKS makes every stored API key unreadable.",
+                id="streamchat.W010",
+            )
+        ]
+    return []
