@@ -1,0 +1,38 @@
+"""Why a send was refused before any upstream call.
+
+Our own limits answer ``rate_limited``; OpenRouter's 429s (its key limits) are a different code,
+``upstream_rate_limited``, raised by the client, never here.
+"""
+
+from __future__ import annotations
+
+
+class LimitError(Exception):
+    """A send the limits refused: a stable ``code``, a ``message`` fit to show a user, and
+    ``retry_after``, the seconds until it can go through (None when waiting will not help)."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class LimitExceeded(LimitError):
+    """A limit was hit; ``limit`` names it (a ``RateLimit`` field, e.g. "requests_per_minute")."""
+
+    code = "rate_limited"
+
+    def __init__(self, limit: str, *, retry_after: float | None, message: str) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.limit = limit
+
+    def __repr__(self) -> str:
+        return f"LimitExceeded({self.limit!r}, retry_after={self.retry_after})"
+
+
+class LimitsUnavailable(LimitError):
+    """The limits could not be checked (the database failed) and ``LIMITS_FAIL_OPEN`` is off."""
+
+    code = "limits_unavailable"

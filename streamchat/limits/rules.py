@@ -1,0 +1,119 @@
+"""Does one more request fit the user's limits, and if not, when does it free up?"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from decimal import Decimal
+from typing import Any
+
+from ..models import Reservation
+from .exceptions import LimitExceeded
+from .ledger import COUNTED, MINUTE, period_starts
+from .resolution import EffectiveLimits
+
+
+def refusal_for(
+    request: Reservation, limits: EffectiveLimits, used: dict[str, Any], now: dt.datetime
+) -> LimitExceeded | None:
+    """None when ``request`` fits every limit; else the refusal for the limit that frees up last
+    (the send goes through only when all of them have).
+
+    ``retry_after`` is when the limit frees up: for a sliding minute, when the oldest counted
+    request leaves the window; for a day or month, when the period ends; for running replies
+    (concurrent streams, or a budget they hold), their earliest lease at the latest.
+    """
+    _, next_day, _, next_month = period_starts(now)
+    to_day, to_month = (next_day - now).total_seconds(), (next_month - now).total_seconds()
+    lease = (used["first_expiry"] - now).total_seconds() if used["first_expiry"] else None
+    refusals: list[LimitExceeded] = []
+
+    def refuse(limit: str, retry_after: float | None, message: str) -> None:
+        if getattr(limits, limit) == 0:
+            retry_after, message = None, f"Sending is switched off for your account ({limit} is 0)."
+        elif retry_after is not None:
+            retry_after = max(1, math.ceil(retry_after))
+            message += f" Try again in {_duration(retry_after)}."
+        refusals.append(LimitExceeded(limit, retry_after=retry_after, message=message))
+
+    if (limit := limits.requests_per_minute) is not None and used["requests_per_minute"] >= limit:
+        refuse(
+            "requests_per_minute",
+            _minute_frees_up(request.user_id, limit, now),
+            f"Rate limit reached: {limit} requests per minute.",
+        )
+
+    if (limit := limits.requests_per_day) is not None and used["requests_per_day"] >= limit:
+        refuse("requests_per_day", to_day, f"Daily limit reached: {limit} requests per day.")
+
+    if (limit := limits.tokens_per_day) is not None:
+        need, held = request.reserved_tokens, used["tokens_per_day"]
+        if need > limit:
+            refuse(
+                "tokens_per_day",
+                None,
+                f"This request may use up to {need} tokens, more than your daily limit of"
+                f" {limit}. Ask for a shorter reply.",
+            )
+        elif held + need > limit:
+            # Fits once the running replies settle below their worst case? Then maybe sooner.
+            running_hold = held - used["tokens_pending"] + need <= limit
+            refuse(
+                "tokens_per_day",
+                min(lease, to_day) if running_hold and lease is not None else to_day,
+                f"Daily token limit reached: {held} of {limit} tokens used or reserved.",
+            )
+
+    if (limit := limits.spend_per_month) is not None:
+        need_cost, held_cost = request.reserved_cost, used["spend_per_month"]
+
+        def fits(spent: Decimal) -> bool:
+            # Unknown prices reserve no spend: admitted while some budget is left.
+            return spent + need_cost <= limit if need_cost is not None else spent < limit
+
+        if need_cost is not None and need_cost > limit:
+            refuse(
+                "spend_per_month",
+                None,
+                f"This request may cost up to ${need_cost:.4f}, more than your monthly budget"
+                f" of ${limit:.2f}. Ask for a shorter reply.",
+            )
+        elif not fits(held_cost):
+            running_hold = fits(held_cost - used["spend_pending"])
+            refuse(
+                "spend_per_month",
+                min(lease, to_month) if running_hold and lease is not None else to_month,
+                f"Monthly budget reached: ${held_cost:.4f} of ${limit:.2f} spent or reserved.",
+            )
+
+    if (limit := limits.concurrent_streams) is not None and used["concurrent_streams"] >= limit:
+        refuse(
+            "concurrent_streams",
+            lease,
+            f"You have {used['concurrent_streams']} replies running; the limit is {limit}.",
+        )
+
+    if not refusals:
+        return None
+    return max(refusals, key=lambda r: math.inf if r.retry_after is None else r.retry_after)
+
+
+def _minute_frees_up(user_id: Any, limit: int, now: dt.datetime) -> float:
+    """Seconds until fewer than ``limit`` requests remain in the sliding 60 s window."""
+    times = list(
+        Reservation.objects.filter(COUNTED, user_id=user_id, created__gte=now - MINUTE)
+        .order_by("created")
+        .values_list("created", flat=True)
+    )
+    index = len(times) - limit
+    if limit == 0 or index < 0:
+        return MINUTE.total_seconds()
+    return (times[index] + MINUTE - now).total_seconds()
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 2 * 3600:
+        return f"{math.ceil(seconds / 60)} min"
+    return f"{math.ceil(seconds / 3600)} h"
