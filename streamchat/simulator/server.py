@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 from . import catalog
 from .replies import (
@@ -82,7 +83,7 @@ async def record(request: web.Request, body: Any = None) -> None:
             method=request.method,
             path=request.path,
             query=dict(request.query),
-            headers=dict(request.headers),
+            headers=CIMultiDict(request.headers),
             json=body,
         )
     )

@@ -11,6 +11,7 @@ import string
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -103,7 +104,7 @@ class RecordedRequest:
     method: str
     path: str
     query: dict[str, str]
-    headers: dict[str, str]
+    headers: Mapping[str, str]  # case-insensitive
     json: Any
 
     @property
