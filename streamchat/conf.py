@@ -69,6 +69,14 @@ DEFAULTS: dict[str, Any] = {
     "LIMITS_FAIL_OPEN": False,
     # Staff users skip rate limits and budgets.
     "EXEMPT_STAFF": False,
+    # --- Chat page ----------------------------------------------------------------------------
+    # Content-Security-Policy header of the chat page (str), or None to send none (the host sets
+    # its own). The default allows no inline script and no image from another origin.
+    "CONTENT_SECURITY_POLICY": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'self'"
+    ),
 }
 
 

@@ -1,0 +1,322 @@
+"""The chat page and the small JSON API behind it.
+
+The page is one template plus plain JS (``static/streamchat/chat.js``); replies stream over the
+websocket (docs/protocol.md). What the page needs over HTTP is here: the user's conversations (list,
+search, rename, delete), one conversation as a message tree, and the enabled models.
+
+The JSON views share one contract (docs/ui.md): session authentication (401 ``not_authenticated``
+rather than a login redirect), CSRF on unsafe methods (403 ``csrf_failed``), another user's
+conversation answers exactly like a missing one (404 ``not_found``), and every error is
+``{"code": ..., "message": ...}`` with a stable code.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware, get_token
+from django.shortcuts import resolve_url
+from django.urls import reverse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+from django.views.generic import TemplateView
+
+from .conf import app_settings
+from .models import ChatModel, Conversation, Message, Usage
+
+TITLE_MAX_CHARS = Conversation._meta.get_field("title").max_length or 200
+LIST_LIMIT_DEFAULT = 50
+LIST_LIMIT_MAX = 200
+SEARCH_MAX_CHARS = 200
+
+
+# --- helpers shared by the page and the API ----------------------------------------------------
+
+
+def enabled_models() -> list[dict[str, Any]]:
+    """The models a user may pick, default first; ``DEFAULT_MODEL`` alone when none is enabled."""
+    rows = list(ChatModel.objects.filter(enabled=True))
+    if not rows:
+        model_id = app_settings.DEFAULT_MODEL
+        return [{"id": model_id, "name": model_id, "default": True}]
+    default = next((row for row in rows if row.is_default), rows[0])
+    return [{"id": row.model_id, "name": str(row), "default": row.pk == default.pk} for row in rows]
+
+
+def uses_simulator() -> bool:
+    """True when BASE_URL points at a loopback address: replies come from the local simulator."""
+    host = urlsplit(app_settings.BASE_URL).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def conversation_summary(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "id": conversation.pk,
+        "title": str(conversation),
+        "model": conversation.model,
+        "created": conversation.created.isoformat(),
+        "updated": conversation.updated.isoformat(),
+        "streaming": bool(getattr(conversation, "streaming", False)),
+    }
+
+
+def _usage_totals(rows: list[Usage]) -> dict[str, Any] | None:
+    """A reply's usage summed over its upstream requests (one row each), or None before it ends."""
+    if not rows:
+        return None
+    cost = sum((row.cost for row in rows), Decimal(0))
+    return {
+        "prompt_tokens": sum(row.prompt_tokens for row in rows),
+        "completion_tokens": sum(row.completion_tokens for row in rows),
+        "reasoning_tokens": sum(row.reasoning_tokens for row in rows),
+        # A decimal string like the websocket's reply.finished; no float rounding on the way.
+        "cost": format(cost.normalize(), "f") if cost else "0",
+    }
+
+
+def conversation_tree(conversation: Conversation) -> dict[str, Any]:
+    """One conversation with every message, each naming its parent, children and siblings.
+
+    Siblings (regenerations and edits, which share a parent) are ordered oldest first, so the page
+    can show "‹ 2 / 3 ›". ``current`` is the newest message: the page shows the branch leading to
+    it. Offsets and ``length`` are in code points, as on the websocket.
+    """
+    messages = list(
+        conversation.messages.order_by("created", "id").prefetch_related(
+            Prefetch("usage", queryset=Usage.objects.order_by("id"))
+        )
+    )
+    children: dict[int | None, list[int]] = defaultdict(list)
+    for message in messages:
+        children[message.parent_id].append(message.pk)
+    items = []
+    for message in messages:
+        error = (
+            {"code": message.error_code, "message": message.error_message}
+            if message.error_code or message.error_message
+            else None
+        )
+        items.append(
+            {
+                "id": message.pk,
+                "parent": message.parent_id,
+                "role": message.role,
+                "content": message.content,
+                "length": len(message.content),
+                "reasoning": message.reasoning,
+                "status": message.status,
+                "model": message.model,
+                "finish_reason": message.finish_reason,
+                "error": error,
+                "usage": _usage_totals(list(message.usage.all())),
+                "created": message.created.isoformat(),
+                "completed": message.completed.isoformat() if message.completed else None,
+                "children": children.get(message.pk, []),
+                "siblings": children[message.parent_id],
+            }
+        )
+    newest = max(messages, key=lambda m: (m.created, m.pk), default=None)
+    return {
+        **conversation_summary(conversation),
+        "streaming": any(m.status == Message.Status.STREAMING for m in messages),
+        "messages": items,
+        "current": newest.pk if newest else None,
+    }
+
+
+def user_conversations(user: Any) -> QuerySet[Conversation]:
+    streaming = Message.objects.filter(conversation=OuterRef("pk"), status=Message.Status.STREAMING)
+    return Conversation.objects.filter(owner=user).annotate(streaming=Exists(streaming))
+
+
+# --- the page ----------------------------------------------------------------------------------
+
+
+class ChatView(LoginRequiredMixin, TemplateView):
+    """The chat page; ``/c/<pk>/`` opens one conversation (a missing one opens a new chat).
+
+    Sends a Content-Security-Policy (``CONTENT_SECURITY_POLICY``) so that even a sanitiser bug
+    could not run inline script or load an image from another origin.
+    """
+
+    template_name = "streamchat/chat.html"
+    # Where streamchat.routing's websocket route is mounted by the host's ASGI router.
+    websocket_path: ClassVar[str] = "/ws/streamchat/"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        pk = kwargs.get("pk")
+        conversation = (
+            Conversation.objects.filter(owner=self.request.user, pk=pk).first() if pk else None
+        )
+        models = enabled_models()
+        context.update(
+            conversation=conversation,
+            models=models,
+            simulator=uses_simulator(),
+            streamchat_config={
+                "websocket": self.websocket_path,
+                "user": self.request.user.pk,
+                "csrf_token": get_token(self.request),
+                "urls": {
+                    "chat": reverse("streamchat:chat"),
+                    "conversations": reverse("streamchat:api-conversations"),
+                    "models": reverse("streamchat:api-models"),
+                    "login": resolve_url(settings.LOGIN_URL),
+                },
+                "conversation": conversation.pk if conversation else None,
+                "models": models,
+                "max_message_chars": app_settings.MAX_MESSAGE_CHARS,
+                "simulator": uses_simulator(),
+            },
+        )
+        return context
+
+    def render_to_response(self, context: dict[str, Any], **kwargs: Any) -> HttpResponse:
+        response = super().render_to_response(context, **kwargs)
+        policy = app_settings.CONTENT_SECURITY_POLICY
+        if policy:
+            response.headers["Content-Security-Policy"] = policy
+        return response
+
+
+# --- the JSON API ------------------------------------------------------------------------------
+
+
+def json_error(code: str, message: str, status: int, **extra: Any) -> JsonResponse:
+    return JsonResponse({"code": code, "message": message, **extra}, status=status)
+
+
+def _csrf_passes(request: HttpRequest) -> bool:
+    """Django's own CSRF check, run here so a failure answers JSON instead of the HTML 403 page."""
+
+    def get_response(request: HttpRequest) -> HttpResponse:  # never called
+        return HttpResponse()
+
+    check = CsrfViewMiddleware(get_response)
+    check.process_request(request)
+    return check.process_view(request, lambda r: HttpResponse(), (), {}) is None
+
+
+@method_decorator(csrf_exempt, name="dispatch")  # checked in dispatch, answered as JSON
+class JsonView(View):
+    """Session-authenticated JSON endpoint with JSON errors (see the module docstring)."""
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if not request.user.is_authenticated:
+            return json_error("not_authenticated", "Log in to use the chat.", 401)
+        if request.method not in ("GET", "HEAD", "OPTIONS", "TRACE") and not _csrf_passes(request):
+            return json_error("csrf_failed", "CSRF verification failed: reload the page.", 403)
+        return super().dispatch(request, *args, **kwargs)
+
+    def http_method_not_allowed(
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> HttpResponse:
+        response = json_error("method_not_allowed", f"{request.method} is not allowed here.", 405)
+        response["Allow"] = ", ".join(m.upper() for m in self._allowed_methods())
+        return response
+
+    def read_json(self, request: HttpRequest) -> dict[str, Any] | JsonResponse:
+        try:
+            body = json.loads(request.body or b"null")
+        except (ValueError, UnicodeDecodeError):
+            return json_error("bad_json", "The request body is not JSON.", 400)
+        if not isinstance(body, dict):
+            return json_error("bad_json", "The request body must be a JSON object.", 400)
+        return body
+
+    def get_conversation(self, request: HttpRequest, pk: int) -> Conversation | JsonResponse:
+        # Another user's conversation is indistinguishable from a missing one.
+        conversation = user_conversations(request.user).filter(pk=pk).first()
+        if conversation is None:
+            return json_error("not_found", "No such conversation.", 404)
+        return conversation
+
+
+class ConversationListView(JsonView):
+    """GET: the user's conversations, most recent first. ``q`` searches titles and message text;
+    ``limit`` (≤ 200) and ``offset`` page through them."""
+
+    def get(self, request: HttpRequest) -> JsonResponse:
+        try:
+            limit = min(max(int(request.GET.get("limit", LIST_LIMIT_DEFAULT)), 1), LIST_LIMIT_MAX)
+            offset = max(int(request.GET.get("offset", 0)), 0)
+        except ValueError:
+            return json_error("invalid", "limit and offset must be integers.", 400, field="limit")
+        conversations = user_conversations(request.user).order_by("-updated", "-id")
+        query = request.GET.get("q", "").strip()[:SEARCH_MAX_CHARS]
+        if query:
+            in_messages = Message.objects.filter(
+                conversation=OuterRef("pk"), content__icontains=query
+            ).exclude(role=Message.Role.SYSTEM)
+            conversations = conversations.filter(Q(title__icontains=query) | Exists(in_messages))
+        page = list(conversations[offset : offset + limit + 1])
+        more = len(page) > limit
+        return JsonResponse(
+            {
+                "conversations": [conversation_summary(c) for c in page[:limit]],
+                "next_offset": offset + limit if more else None,
+                "q": query,
+            }
+        )
+
+
+class ConversationDetailView(JsonView):
+    """GET: one conversation with its message tree. PATCH ``{"title": ...}``: rename. DELETE."""
+
+    def get(self, request: HttpRequest, pk: int) -> JsonResponse:
+        conversation = self.get_conversation(request, pk)
+        if isinstance(conversation, JsonResponse):
+            return conversation
+        return JsonResponse(conversation_tree(conversation))
+
+    def patch(self, request: HttpRequest, pk: int) -> JsonResponse:
+        conversation = self.get_conversation(request, pk)
+        if isinstance(conversation, JsonResponse):
+            return conversation
+        body = self.read_json(request)
+        if isinstance(body, JsonResponse):
+            return body
+        title = body.get("title")
+        if not isinstance(title, str):
+            return json_error("invalid", "title must be a string.", 400, field="title")
+        title = " ".join(title.replace("\x00", "").split())
+        if len(title) > TITLE_MAX_CHARS:
+            return json_error(
+                "invalid", f"A title has at most {TITLE_MAX_CHARS} characters.", 400, field="title"
+            )
+        conversation.title = title
+        # Renaming is not activity: the conversation keeps its place in the recency list.
+        conversation.save(update_fields=["title"])
+        return JsonResponse(conversation_summary(conversation))
+
+    def delete(self, request: HttpRequest, pk: int) -> HttpResponse:
+        conversation = self.get_conversation(request, pk)
+        if isinstance(conversation, JsonResponse):
+            return conversation
+        conversation.delete()  # Usage rows stay (the ledger outlives the chat log).
+        return HttpResponse(status=204)
+
+
+class ModelListView(JsonView):
+    """GET: the models the picker offers, with the default marked."""
+
+    def get(self, request: HttpRequest) -> JsonResponse:
+        models = enabled_models()
+        default = next(m["id"] for m in models if m["default"])
+        return JsonResponse({"models": models, "default": default})
