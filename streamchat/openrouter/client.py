@@ -1,0 +1,468 @@
+"""The streaming client: one path from a ``ChatRequest`` to typed events, shared by every caller.
+
+Guarantees:
+
+- ``open_stream`` does everything that may be retried, and nothing after: it tries the keys in
+  order (401/402 → ``on_key_failure`` and the next key), retries 408/429/5xx and connection
+  errors with exponential backoff and full jitter (honouring ``Retry-After`` up to
+  ``RETRY_AFTER_MAX``), and returns once OpenRouter answered HTTP 200. No retry ever happens
+  after that, so no text is duplicated and a reply is never billed twice.
+- Iterating a ``ChatStream`` yields ``ContentDelta`` / ``ReasoningDelta`` as they arrive, then one
+  ``UsageReport`` (the last usage OpenRouter sent, wherever it sent it) and one ``Finish``. Any
+  other ending raises ``OpenRouterError``: ``stream_error`` (both mid-stream error shapes),
+  ``incomplete`` (ended without a finish reason), ``connection_error`` (reset, truncated body),
+  ``first_token_timeout`` / ``idle_timeout`` / ``total_timeout``. A usage report that came with a
+  failed stream is still yielded before the error (and kept on ``stream.usage``).
+- The deadlines are the client's own: keep-alive comments (``: OPENROUTER PROCESSING``) restart
+  the SDK's read timeout but not these. Only content and reasoning deltas count as progress.
+- On any error, timeout or ``aclose()`` the HTTP response is closed at once, so OpenRouter sees
+  the abort and stops billing. After ``aclose()`` iteration ends without a ``Finish``.
+- Text is cleaned: NUL characters and lone UTF-16 surrogates are removed from deltas (PostgreSQL
+  cannot store NUL, UTF-8 cannot encode lone surrogates); nothing else is changed.
+
+Performance: the SDK's per-chunk pydantic models are skipped. The request goes through
+``with_streaming_response`` on a shared ``AsyncOpenAI`` (``sdk.async_client``) and the raw SSE
+bytes are split and parsed here with orjson; deadlines cost one float store per delta (a lazy
+timer re-arms itself only when it fires). ``bench/parse_chunks.py`` measures the parser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import random
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import openai
+import orjson
+
+from ..conf import app_settings
+from ..keys import KeyChoice
+from .errors import OpenRouterError, scrub_keys
+from .events import ContentDelta, Finish, ReasoningDelta, StreamEvent, UsageReport
+from .sdk import async_client, request_timeout, translate
+
+logger = logging.getLogger(__name__)
+
+# After a mid-stream error event, read on this long (s) for a usage chunk, then give up.
+ERROR_GRACE = 1.0
+# Codes that mean "this key cannot be used": tell the caller, then try the next key.
+KEY_FAILURES = frozenset({"invalid_key", "out_of_credits"})
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_NOTHING: tuple[StreamEvent, ...] = ()
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """What a broken body raises: the SDK's errors and its HTTP library's (httpx2, or httpx)."""
+    errors: list[type[BaseException]] = [openai.APIError]
+    for name in ("httpx2", "httpx"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        errors += [module.HTTPError, module.StreamError]
+    return tuple(errors)
+
+
+TRANSPORT_ERRORS = _transport_errors()
+
+
+@dataclass
+class ChatRequest:
+    """What to ask for; ``messages`` in the OpenAI shape."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    fallback_models: list[str] = field(default_factory=list)  # sent as extra_body "models"
+    temperature: float | None = None
+    max_tokens: int | None = None
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+    def create_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"model": self.model, "messages": self.messages, "stream": True}
+        if self.temperature is not None:
+            kwargs["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            kwargs["max_tokens"] = self.max_tokens
+        extra = dict(self.extra_body)
+        if self.fallback_models:
+            extra["models"] = list(self.fallback_models)
+        if extra:
+            kwargs["extra_body"] = extra
+        return kwargs
+
+
+KeyFailureHook = Callable[[KeyChoice, OpenRouterError], Awaitable[None]]
+
+
+async def open_stream(
+    request: ChatRequest,
+    keys: Sequence[KeyChoice],
+    *,
+    on_key_failure: KeyFailureHook | None = None,
+) -> ChatStream:
+    """Send the request and return the stream once OpenRouter answered HTTP 200.
+
+    Raises ``OpenRouterError``: ``no_api_key`` without keys; the last key's error when every key
+    failed with 401/402; otherwise the error that retries could not overcome.
+    """
+    if not keys:
+        raise OpenRouterError(
+            "no_api_key", "No OpenRouter API key is configured: add one in the admin."
+        )
+    loop = asyncio.get_running_loop()
+    total_deadline = loop.time() + app_settings.TOTAL_TIMEOUT
+    last_key_error: OpenRouterError | None = None
+    for key in keys:
+        attempt = 0
+        while True:
+            try:
+                return await _attempt(request, key, total_deadline)
+            except OpenRouterError as error:
+                if error.code in KEY_FAILURES and not error.retriable:
+                    last_key_error = error
+                    if on_key_failure is not None:
+                        await on_key_failure(key, error)
+                    break
+                delay = retry_delay(error, attempt)
+                if delay is None or loop.time() + delay >= total_deadline:
+                    raise
+                logger.info(
+                    "streamchat: OpenRouter %s (%s); retry %d in %.2f s",
+                    error.code,
+                    error.status,
+                    attempt + 1,
+                    delay,
+                )
+                attempt += 1
+                await asyncio.sleep(delay)
+    assert last_key_error is not None
+    raise last_key_error
+
+
+def retry_delay(error: OpenRouterError, attempt: int) -> float | None:
+    """Seconds to wait before retry number ``attempt + 1``, or None when not to retry."""
+    if not error.retriable or attempt >= app_settings.MAX_RETRIES:
+        return None
+    if error.retry_after is not None:
+        if error.retry_after > app_settings.RETRY_AFTER_MAX:
+            return None  # the message already says when to try again
+        return error.retry_after
+    ceiling = min(app_settings.BACKOFF_MAX, app_settings.BACKOFF_BASE * 2**attempt)
+    return random.uniform(0, ceiling)
+
+
+async def _attempt(request: ChatRequest, key: KeyChoice, total_deadline: float) -> ChatStream:
+    loop = asyncio.get_running_loop()
+    first_deadline = min(loop.time() + app_settings.FIRST_TOKEN_TIMEOUT, total_deadline)
+    client = async_client(key.secret)
+    manager = client.chat.completions.with_streaming_response.create(
+        **request.create_kwargs(), timeout=request_timeout()
+    )
+    try:
+        async with asyncio.timeout_at(first_deadline):
+            response = await manager.__aenter__()
+    except TimeoutError:
+        code = "total_timeout" if first_deadline >= total_deadline else "first_token_timeout"
+        raise OpenRouterError(code, _TIMEOUT_MESSAGES[code]) from None
+    except openai.OpenAIError as exc:
+        raise translate(exc, model=request.model) from None
+    return ChatStream(response, key, request.model, first_deadline, total_deadline)
+
+
+_TIMEOUT_MESSAGES = {
+    "first_token_timeout": "The model did not start answering in time.",
+    "idle_timeout": "The model stopped answering mid-reply.",
+    "total_timeout": "The reply took too long and was cut off.",
+}
+
+
+class ChatStream:
+    """An open reply stream: an async iterator of events and an async context manager.
+
+    Iterate it once. ``generation_id`` comes from ``X-Generation-Id`` (or the first chunk's id);
+    ``model`` and ``provider`` are the ones that answered; ``usage`` the last usage seen.
+    """
+
+    def __init__(
+        self,
+        response: Any,
+        key: KeyChoice,
+        model_requested: str,
+        first_deadline: float,
+        total_deadline: float,
+    ) -> None:
+        self.key = key
+        self.model_requested = model_requested
+        self.generation_id: str = response.headers.get("x-generation-id", "")
+        self.model = ""
+        self.provider = ""
+        self.usage: UsageReport | None = None
+        self.finish_reason: str | None = None
+        self.error: OpenRouterError | None = None
+        self._response = response
+        self._loop = asyncio.get_running_loop()
+        self._first_deadline = first_deadline
+        self._total_deadline = total_deadline
+        self._idle = app_settings.IDLE_TIMEOUT
+        self._last_delta: float | None = None  # loop time of the latest delta
+        self._grace_deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._reading: asyncio.Task[Any] | None = None  # the task awaiting the socket
+        self._expired: str | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<ChatStream {self.generation_id or '?'} {self.model_requested} {self.key!r}>"
+
+    async def __aenter__(self) -> ChatStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        return self._events()
+
+    async def aclose(self) -> None:
+        """Close the HTTP response now (OpenRouter sees the abort); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self._response.close()
+
+    # --- deadlines -------------------------------------------------------------------------
+    def _deadline(self) -> tuple[float, str]:
+        if self._grace_deadline is not None:
+            return self._grace_deadline, "grace"
+        if self._last_delta is None:
+            when, code = self._first_deadline, "first_token_timeout"
+        else:
+            when, code = self._last_delta + self._idle, "idle_timeout"
+        if self._total_deadline <= when:
+            return self._total_deadline, "total_timeout"
+        return when, code
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        when, code = self._deadline()
+        if self._loop.time() < when:
+            self._timer = self._loop.call_at(when, self._on_timer)
+            return
+        self._expired = code
+        if self._reading is not None:
+            self._reading.cancel()
+
+    # --- the event stream ------------------------------------------------------------------
+    async def _events(self) -> AsyncIterator[StreamEvent]:
+        task = asyncio.current_task()
+        assert task is not None
+        chunks = self._response.http_response.aiter_bytes()
+        buffer = b""
+        self._timer = self._loop.call_at(self._deadline()[0], self._on_timer)
+        try:
+            while True:
+                if self._closed:
+                    return
+                if self._expired is not None:
+                    if self._expired == "grace":
+                        break
+                    raise self._timeout_error()
+                self._reading = task
+                try:
+                    data = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                except asyncio.CancelledError:
+                    if self._expired is None or task.uncancel() > 0:
+                        raise
+                    if self._expired == "grace":
+                        break
+                    raise self._timeout_error() from None
+                finally:
+                    self._reading = None
+                lines = (buffer + data if buffer else data).split(b"\n")
+                buffer = lines.pop()
+                for line in lines:
+                    events = self._parse_line(line)
+                    if events is None:  # [DONE]
+                        buffer = b""
+                        break
+                    for event in events:
+                        yield event
+                else:
+                    continue
+                break
+            if buffer.strip():  # a last line without its newline
+                for event in self._parse_line(buffer) or _NOTHING:
+                    yield event
+        except TRANSPORT_ERRORS as exc:
+            if self._closed:
+                return  # aclose() from elsewhere ended the read
+            logger.info("streamchat: OpenRouter stream broke: %r", exc)
+            raise OpenRouterError(
+                "connection_error",
+                "The connection to OpenRouter broke off mid-reply.",
+                generation_id=self.generation_id,
+            ) from None
+        finally:
+            await self.aclose()
+        # The stream ended: report usage, then how it ended.
+        if self.usage is not None:
+            yield self.usage
+        if self.error is not None:
+            raise self.error
+        if self.finish_reason is None:
+            raise OpenRouterError(
+                "incomplete",
+                "The reply ended without being finished; it may be cut short.",
+                generation_id=self.generation_id,
+            )
+        yield Finish(
+            self.finish_reason,
+            self.model or self.model_requested,
+            self.generation_id,
+            self.provider,
+        )
+
+    def _timeout_error(self) -> OpenRouterError:
+        code = self._expired or "idle_timeout"
+        return OpenRouterError(
+            code, _TIMEOUT_MESSAGES.get(code, "Timed out."), generation_id=self.generation_id
+        )
+
+    def _parse_line(self, line: bytes) -> tuple[StreamEvent, ...] | None:
+        """The events of one SSE line; None for ``[DONE]``. Comments and blanks give none."""
+        if not line or line[0] == 58:  # b":" a keep-alive comment
+            return _NOTHING
+        if line.startswith(b"data:"):
+            payload = line[5:].strip()
+        elif line[0] == 123:  # b"{": a bare JSON body (an error answered as JSON)
+            payload = line.strip()
+        else:
+            return _NOTHING  # other SSE fields (event:, id:, retry:) are not used by OpenRouter
+        if payload == b"[DONE]":
+            return None
+        chunk = _loads(payload)
+        if not isinstance(chunk, dict):
+            return _NOTHING
+        return self._apply(chunk)
+
+    def _apply(self, chunk: dict[str, Any]) -> tuple[StreamEvent, ...]:
+        if not self.generation_id:
+            self.generation_id = str(chunk.get("id") or "")
+        model = chunk.get("model")
+        if model:
+            self.model = model
+        provider = chunk.get("provider")
+        if provider:
+            self.provider = provider
+        usage = chunk.get("usage")
+        if usage:
+            self.usage = usage_report(usage)
+        error = chunk.get("error")
+        if error and self.error is None:
+            self._fail(error)
+        choices = chunk.get("choices")
+        if not choices or self.error is not None:
+            return _NOTHING
+        choice = choices[0]
+        events: tuple[StreamEvent, ...] = _NOTHING
+        delta = choice.get("delta")
+        if delta:
+            text = delta.get("content")
+            if text:
+                if "\x00" in text:
+                    text = text.replace("\x00", "")
+                if text:
+                    events = (ContentDelta(text),)
+            thought = delta.get("reasoning")
+            if thought:
+                if "\x00" in thought:
+                    thought = thought.replace("\x00", "")
+                if thought:
+                    events = (ReasoningDelta(thought), *events)
+            if events:
+                self._last_delta = self._loop.time()
+        reason = choice.get("finish_reason")
+        if reason:
+            if reason == "error" or choice.get("error"):
+                self._fail(choice.get("error") or {})
+            elif self.finish_reason is None:
+                self.finish_reason = reason
+        return events
+
+    def _fail(self, error: Any) -> None:
+        """A mid-stream error event: remember it, and read on briefly for a usage chunk."""
+        if isinstance(error, dict):
+            upstream = scrub_keys(str(error.get("message") or ""))
+            code = error.get("code")
+        else:
+            upstream, code = scrub_keys(str(error)), None
+        detail = f" ({upstream})" if upstream else ""
+        status = int(code) if isinstance(code, int) or str(code).isdigit() else None
+        self.error = OpenRouterError(
+            "stream_error",
+            f"The model provider failed mid-reply{detail}.",
+            status=status,
+            generation_id=self.generation_id,
+        )
+        self._grace_deadline = self._loop.time() + ERROR_GRACE
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(self._grace_deadline, self._on_timer)
+
+
+def _loads(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses lone surrogates (\ud800); the standard library keeps them, we drop them.
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        logger.debug("streamchat: skipped a malformed SSE data line")
+        return None
+    return _clean_strings(value)
+
+
+def _clean_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("", value)
+    if isinstance(value, dict):
+        return {k: _clean_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_strings(v) for v in value]
+    return value
+
+
+def usage_report(usage: dict[str, Any]) -> UsageReport:
+    """A ``UsageReport`` from OpenRouter's usage object (cost as a Decimal, exactly as sent)."""
+    details = usage.get("completion_tokens_details") or {}
+    cost = usage.get("cost")
+    try:
+        money = None if cost is None else Decimal(str(cost))
+    except InvalidOperation:
+        money = None
+    return UsageReport(
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        reasoning_tokens=int(details.get("reasoning_tokens") or 0)
+        if isinstance(details, dict)
+        else 0,
+        cost=money,
+        details=usage,
+    )
