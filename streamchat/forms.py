@@ -169,8 +169,8 @@ class RateLimitForm(forms.ModelForm):
         model = RateLimit
         fields = ["user", "group", *RateLimit.LIMIT_FIELDS]
         help_texts = {
-            "user": _("Limits for one user. They replace the group and default limits, field by field."),
-            "group": _("Limits for a group. A user in several groups gets the most generous of them."),
+            "user": _("Limits for one user: they replace the user's group and site default limits."),
+            "group": _("Limits for a group's members: a user in several groups gets the most generous."),
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

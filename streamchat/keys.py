@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from . import crypto
@@ -80,7 +80,7 @@ def usable_keys() -> list[KeyChoice]:
 
 
 async def ausable_keys() -> list[KeyChoice]:
-    return await sync_to_async(usable_keys, thread_sensitive=True)()
+    return await database_sync_to_async(usable_keys)()
 
 
 def record_key_failure(key: KeyChoice, message: str) -> None:
@@ -96,7 +96,7 @@ def record_key_failure(key: KeyChoice, message: str) -> None:
 
 
 async def arecord_key_failure(key: KeyChoice, message: str) -> None:
-    await sync_to_async(record_key_failure, thread_sensitive=True)(key, message)
+    await database_sync_to_async(record_key_failure)(key, message)
 
 
 def record_key_used(key: KeyChoice) -> None:
@@ -109,7 +109,7 @@ def record_key_used(key: KeyChoice) -> None:
 
 
 async def arecord_key_used(key: KeyChoice) -> None:
-    await sync_to_async(record_key_used, thread_sensitive=True)(key)
+    await database_sync_to_async(record_key_used)(key)
 
 
 def _note_unreadable(row: ApiKey) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
 from django.test import override_settings
 
 from streamchat import crypto
@@ -119,15 +121,20 @@ def test_recording_for_the_setting_fallback_touches_no_row(caplog):
 
 @pytest.mark.django_db(transaction=True)
 async def test_async_twins():
-    row = await ApiKey.objects.acreate(
-        label="a", secret_encrypted=crypto.encrypt(secret(9)), hint=key_hint(secret(9))
-    )
-    keys = await ausable_keys()
-    assert [k.id for k in keys] == [row.pk]
-    await arecord_key_used(keys[0])
-    await arecord_key_failure(keys[0], "Out of credits")
-    await row.arefresh_from_db()
-    assert row.last_used is not None and row.last_error == "Out of credits"
+    try:
+        row = await ApiKey.objects.acreate(
+            label="a", secret_encrypted=crypto.encrypt(secret(9)), hint=key_hint(secret(9))
+        )
+        keys = await ausable_keys()
+        assert [k.id for k in keys] == [row.pk]
+        await arecord_key_used(keys[0])
+        await arecord_key_failure(keys[0], "Out of credits")
+        await row.arefresh_from_db()
+        assert row.last_used is not None and row.last_error == "Out of credits"
+    finally:
+        # The async ORM's worker thread keeps its connection; close it so the test database
+        # can be dropped at the end of the run.
+        await sync_to_async(connections.close_all)()
 
 
 # --- first run: the API_KEY setting seeds a row -----------------------------------------------
