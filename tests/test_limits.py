@@ -326,6 +326,18 @@ def test_several_limits_hit_the_refusal_names_the_one_that_frees_up_last(user):
     assert error.limit == "requests_per_day"  # waiting a minute would not help
 
 
+def test_days_and_months_follow_the_sites_time_zone(settings):
+    settings.TIME_ZONE = "America/New_York"
+    utc = dt.UTC
+    now = dt.datetime(2026, 3, 1, 3, 0, tzinfo=utc)  # 22:00 on 28 February in New York
+
+    day, next_day, month, next_month = limits.period_starts(now)
+
+    assert day == dt.datetime(2026, 2, 28, 5, 0, tzinfo=utc)
+    assert next_day == next_month == dt.datetime(2026, 3, 1, 5, 0, tzinfo=utc)
+    assert month == dt.datetime(2026, 2, 1, 5, 0, tzinfo=utc)
+
+
 # --- Retry-after figures -----------------------------------------------------------------------
 
 

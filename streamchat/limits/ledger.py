@@ -40,7 +40,10 @@ def live(now: dt.datetime) -> Q:
 def period_starts(now: dt.datetime) -> tuple[dt.datetime, dt.datetime, dt.datetime, dt.datetime]:
     """Start of today, of tomorrow, of this month and of the next, in the site's time zone."""
     # The default zone, not one a request may have activated: the same periods for everyone.
-    local = timezone.localtime(now, timezone.get_default_timezone())
+    # (Naive datetimes when the host runs with USE_TZ = False.)
+    local = now
+    if timezone.is_aware(now):
+        local = timezone.localtime(now, timezone.get_default_timezone())
     today = local.date()
     month = today.replace(day=1)
     next_month = (month + dt.timedelta(days=32)).replace(day=1)
