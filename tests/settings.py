@@ -1,13 +1,30 @@
-"""Test settings: the demo's settings, with fast password hashing and a quiet test database."""
+"""Test settings: the demo's settings, with fast password hashing and a quiet test database.
+
+Live servers started by the tests (Daphne processes) use these settings too, and get their
+upstream, database and channel layer from the environment the test gives them:
+STREAMCHAT_LIVE_BASE_URL / STREAMCHAT_LIVE_API_KEY (the simulator), DATABASE_URL (the test
+database) and REDIS_URL (set: the Redis channel layer).
+"""
+
+import os
 
 from orchat_site.settings import *  # noqa: F401,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-# Tests choose their channel layer explicitly (Redis tests override this).
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-STREAMCHAT = {**STREAMCHAT, "API_KEY": None}  # noqa: F405
+if not os.environ.get("REDIS_URL"):
+    # In-process tests choose their channel layer explicitly (Redis tests override this).
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# Never a real key from the developer's shell: upstream is the simulator, set per test.
+STREAMCHAT = {  # noqa: F405
+    **STREAMCHAT,  # noqa: F405
+    "BASE_URL": os.environ.get("STREAMCHAT_LIVE_BASE_URL", "http://127.0.0.1:9/api/v1"),
+    "API_KEY": os.environ.get("STREAMCHAT_LIVE_API_KEY") or None,
+}
 
-# A file, not memory, so live servers in other processes (Daphne) see the same test database.
+# A file, not memory, so live servers in other processes (Daphne) see the same test database;
+# one per test run, so runs side by side do not share it. Live servers get it as DATABASE_URL.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test-db.sqlite3")}  # noqa: F405
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": str(BASE_DIR / "var" / f"test-db-{os.getpid()}.sqlite3")  # noqa: F405
+    }
     (BASE_DIR / "var").mkdir(exist_ok=True)  # noqa: F405
