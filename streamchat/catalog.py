@@ -73,11 +73,15 @@ def _facts(entry: dict[str, Any]) -> dict[str, Any]:
         "display_name": str(entry.get("name") or "")[:200],
         "prompt_price": per_million(pricing.get("prompt")),
         "completion_price": per_million(pricing.get("completion")),
-        "context_length": int(context) if isinstance(context, int | float) and context > 0 else None,
+        "context_length": int(context)
+        if isinstance(context, int | float) and context > 0
+        else None,
     }
 
 
-def sync_models(entries: Iterable[dict[str, Any]], *, only: Collection[str] | None = None) -> SyncResult:
+def sync_models(
+    entries: Iterable[dict[str, Any]], *, only: Collection[str] | None = None
+) -> SyncResult:
     """Apply OpenRouter's ``/models`` entries to ChatModel rows.
 
     ``only``: model ids to refresh; other entries are ignored and no model is created.
@@ -101,7 +105,9 @@ def sync_models(entries: Iterable[dict[str, Any]], *, only: Collection[str] | No
             if row is None:
                 if only is not None:
                     continue
-                to_create.append(ChatModel(model_id=model_id, enabled=False, last_synced=now, **facts))
+                to_create.append(
+                    ChatModel(model_id=model_id, enabled=False, last_synced=now, **facts)
+                )
                 result.created.append(model_id)
                 continue
             if row.display_name:  # an admin's (or an earlier sync's) name stays
@@ -117,7 +123,9 @@ def sync_models(entries: Iterable[dict[str, Any]], *, only: Collection[str] | No
                 result.unchanged += 1
             to_update.append(row)
         ChatModel.objects.bulk_create(to_create, batch_size=500)
-        ChatModel.objects.bulk_update(to_update, [*SYNCED_FIELDS, "last_synced", "updated"], batch_size=500)
+        ChatModel.objects.bulk_update(
+            to_update, [*SYNCED_FIELDS, "last_synced", "updated"], batch_size=500
+        )
     result.missing = sorted(
         model_id
         for model_id, row in existing.items()

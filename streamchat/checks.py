@@ -124,8 +124,9 @@ def check_encryption_key_is_dedicated(app_configs: Any = None, **kwargs: Any) ->
             Warning(
                 "API keys are encrypted with a key derived from SECRET_KEY.",
                 hint="Set STREAMCHAT['ENCRYPTION_KEYS'] to a dedicated Fernet key (the demo reads "
-                "STREAMCHAT_ENCRYPTION_KEYS), then run manage.py rotate_encryption_keys. Until then, "
-                "changing SECRET_KEY without SECRET_KEY_FALLBACKS makes every stored API key unreadable.",
+                "STREAMCHAT_ENCRYPTION_KEYS), then run manage.py rotate_encryption_keys. Until "
+                "then, changing SECRET_KEY without SECRET_KEY_FALLBACKS makes every stored API key "
+                "unreadable.",
                 id="streamchat.W010",
             )
         ]

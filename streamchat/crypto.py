@@ -41,7 +41,7 @@ class UnreadableSecret(Exception):
 
 
 class InvalidEncryptionKey(ValueError):
-    """``ENCRYPTION_KEYS`` holds something that is not a Fernet key (the message names its position)."""
+    """``ENCRYPTION_KEYS`` holds a value that is not a Fernet key (the message says which)."""
 
 
 def derive_key(secret_key: str) -> bytes:
@@ -78,7 +78,7 @@ def key_problems(keys: object) -> list[str]:
 
 
 def configured_keys() -> tuple[bytes, ...]:
-    """The keys in use, newest first: ``ENCRYPTION_KEYS``, or the ones derived from ``SECRET_KEY``."""
+    """The keys in use, newest first: ``ENCRYPTION_KEYS``, or those derived from ``SECRET_KEY``."""
     keys = app_settings.ENCRYPTION_KEYS
     if keys:
         problems = key_problems(keys)
@@ -103,7 +103,9 @@ def _fernet(keys: tuple[bytes, ...]) -> MultiFernet:
 def fernet() -> MultiFernet:
     keys = configured_keys()
     if not keys:
-        raise InvalidEncryptionKey("No encryption key: set STREAMCHAT['ENCRYPTION_KEYS'] or SECRET_KEY.")
+        raise InvalidEncryptionKey(
+            "No encryption key: set STREAMCHAT['ENCRYPTION_KEYS'] or SECRET_KEY."
+        )
     return _fernet(keys)
 
 

@@ -35,7 +35,8 @@ class ApiKeyForm(forms.ModelForm):
         ),
         help_text=_(
             "Paste the key from openrouter.ai/settings/keys (it starts with “sk-or-”). "
-            "It is stored encrypted and never shown again; leave this empty to keep the current key."
+            "It is stored encrypted and never shown again; leave this empty to keep the current "
+            "key."
         ),
     )
 
@@ -129,7 +130,19 @@ class ChatModelForm(forms.ModelForm):
 
     class Meta:
         model = ChatModel
-        fields = "__all__"
+        fields = [
+            "model_id",
+            "display_name",
+            "enabled",
+            "is_default",
+            "default_temperature",
+            "max_tokens",
+            "system_prompt",
+            "fallback_models",
+            "prompt_price",
+            "completion_price",
+            "context_length",
+        ]
         widgets = {"system_prompt": forms.Textarea(attrs={"rows": 4, "cols": 80})}
 
     def clean_model_id(self) -> str:
@@ -149,7 +162,9 @@ class ChatModelForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         # The changelist edits "enabled" alone: read what the form lacks from the row.
-        is_default = data.get("is_default") if "is_default" in self.fields else self.instance.is_default
+        is_default = (
+            data.get("is_default") if "is_default" in self.fields else self.instance.is_default
+        )
         enabled = data.get("enabled") if "enabled" in self.fields else self.instance.enabled
         if is_default and not enabled:
             self.add_error(
@@ -169,8 +184,12 @@ class RateLimitForm(forms.ModelForm):
         model = RateLimit
         fields = ["user", "group", *RateLimit.LIMIT_FIELDS]
         help_texts = {
-            "user": _("Limits for one user: they replace the user's group and site default limits."),
-            "group": _("Limits for a group's members: a user in several groups gets the most generous."),
+            "user": _(
+                "Limits for one user: they replace the user's group and site default limits."
+            ),
+            "group": _(
+                "Limits for a group's members: a user in several groups gets the most generous."
+            ),
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -190,11 +209,17 @@ class RateLimitForm(forms.ModelForm):
                 code="two_targets",
             )
         scope = (
-            RateLimit.Scope.USER if user else RateLimit.Scope.GROUP if group else RateLimit.Scope.DEFAULT
+            RateLimit.Scope.USER
+            if user
+            else RateLimit.Scope.GROUP
+            if group
+            else RateLimit.Scope.DEFAULT
         )
         self.instance.scope = scope
         if scope == RateLimit.Scope.DEFAULT:
-            others = RateLimit.objects.filter(scope=RateLimit.Scope.DEFAULT).exclude(pk=self.instance.pk)
+            others = RateLimit.objects.filter(scope=RateLimit.Scope.DEFAULT).exclude(
+                pk=self.instance.pk
+            )
             if others.exists():
                 raise forms.ValidationError(
                     _(

@@ -122,7 +122,9 @@ def _note_unreadable(row: ApiKey) -> None:
         .update(last_error=crypto.UNREADABLE_MESSAGE, last_error_at=timezone.now())
     )
     if updated:
-        logger.error("API key %r (%s) was skipped: %s", row.label, row.hint, crypto.UNREADABLE_MESSAGE)
+        logger.error(
+            "API key %r (%s) was skipped: %s", row.label, row.hint, crypto.UNREADABLE_MESSAGE
+        )
 
 
 def _switched_off_in_admin(secret: str) -> bool:

@@ -1,4 +1,4 @@
-"""First run: the ``API_KEY`` setting (the demo reads ``OPENROUTER_API_KEY``) becomes an API key row.
+"""First run: the ``API_KEY`` setting (the demo reads ``OPENROUTER_API_KEY``) becomes an ApiKey.
 
 ``seed_on_migrate`` is a ``post_migrate`` receiver (connected in ``StreamchatConfig.ready``). It
 stores the key, encrypted, only while the ApiKey table is empty, so admins manage it from then on:
@@ -33,7 +33,10 @@ def seed_api_key(using: str = DEFAULT_DB_ALIAS) -> Any:
     if ApiKey.objects.using(using).exists():
         return None
     if not KEY_SHAPE.match(secret):
-        logger.warning("API_KEY (%s) does not look like an OpenRouter key; it was not stored.", key_hint(secret))
+        logger.warning(
+            "API_KEY (%s) does not look like an OpenRouter key; it was not stored.",
+            key_hint(secret),
+        )
         return None
     key = ApiKey.objects.using(using).create(
         label=SEEDED_LABEL, secret_encrypted=crypto.encrypt(secret), hint=key_hint(secret)

@@ -22,7 +22,7 @@ from streamchat.models import ApiKey
 pytestmark = pytest.mark.django_db
 
 SECRET = "sk-or-v1-" + "3f9c2a7be0d14c68a5f1e2d3c4b5a6978877665544332211ffeeddccbbaa" + "a1b2"
-SECRET_PART = SECRET[len("sk-or-v1-"):]
+SECRET_PART = SECRET[len("sk-or-v1-") :]
 ADD = "admin:streamchat_apikey_add"
 
 
@@ -31,7 +31,7 @@ def pieces(secret_part: str, size: int = 12) -> list[str]:
 
 
 def assert_no_secret(text: str, secret: str = SECRET) -> None:
-    part = secret[len("sk-or-v1-"):]
+    part = secret[len("sk-or-v1-") :]
     assert secret not in text
     leaked = [p for p in pieces(part) if p in text]
     assert not leaked, f"a 12-character piece of the secret leaked: {leaked[:1]}"
@@ -58,7 +58,9 @@ def add_key(client, secret: str = SECRET, **fields) -> object:
 
 def stored_key(secret: str, **fields) -> ApiKey:
     fields.setdefault("label", "stored")
-    return ApiKey.objects.create(secret_encrypted=crypto.encrypt(secret), hint=key_hint(secret), **fields)
+    return ApiKey.objects.create(
+        secret_encrypted=crypto.encrypt(secret), hint=key_hint(secret), **fields
+    )
 
 
 def test_sec01_raw_sql_shows_only_ciphertext(admin_client):
@@ -89,7 +91,9 @@ def test_sec02_secret_appears_on_no_admin_page_and_blank_keeps_it(admin_client):
         responses.append(response)
     for response in responses:
         assert_no_secret(response.content.decode())
-    change = admin_client.get(reverse("admin:streamchat_apikey_change", args=[key.pk])).content.decode()
+    change = admin_client.get(
+        reverse("admin:streamchat_apikey_change", args=[key.pk])
+    ).content.decode()
     assert "sk-or-v1-…a1b2" in change
     secret_input = re.search(r'<input[^>]*name="secret"[^>]*>', change).group(0)
     assert 'type="password"' in secret_input and "value=" not in secret_input
@@ -102,7 +106,9 @@ def test_sec02_secret_appears_on_no_admin_page_and_blank_keeps_it(admin_client):
     key.refresh_from_db()
     assert (key.label, key.priority, key.secret_encrypted) == ("Renamed", 3, token)
     # The history says a field changed, never what it was.
-    assert_no_secret(" ".join(str(e.change_message) + e.object_repr for e in LogEntry.objects.all()))
+    assert_no_secret(
+        " ".join(str(e.change_message) + e.object_repr for e in LogEntry.objects.all())
+    )
 
 
 def test_sec02_new_secret_replaces_the_old_and_clears_its_record(admin_client):
@@ -161,7 +167,9 @@ def test_sensitive_post_parameters_hide_the_secret_from_error_reports(rf, admin_
 def test_sec05_unreadable_key_shown_as_such_without_a_500(admin_client):
     key = stored_key(SECRET)
     token = key.secret_encrypted
-    ApiKey.objects.filter(pk=key.pk).update(secret_encrypted=token[:30] + ("A" if token[30] != "A" else "B") + token[31:])
+    ApiKey.objects.filter(pk=key.pk).update(
+        secret_encrypted=token[:30] + ("A" if token[30] != "A" else "B") + token[31:]
+    )
     changelist = admin_client.get(reverse("admin:streamchat_apikey_changelist"))
     change = admin_client.get(reverse("admin:streamchat_apikey_change", args=[key.pk]))
     for response in (changelist, change):
@@ -187,7 +195,9 @@ def verify(client, *keys: ApiKey):
     )
 
 
-def test_verify_good_key_shows_label_limit_usage_and_remaining(admin_client, simulator_settings, caplog):
+def test_verify_good_key_shows_label_limit_usage_and_remaining(
+    admin_client, simulator_settings, caplog
+):
     simulator_settings.add_key(SECRET, credits="25")
     key = stored_key(SECRET)
     with caplog.at_level(logging.DEBUG):
@@ -228,7 +238,11 @@ def test_verify_several_keys_reports_each(admin_client, simulator_settings):
     good, poor = "sk-or-v1-" + "1" * 64, "sk-or-v1-" + "2" * 64
     simulator_settings.add_key(good)
     simulator_settings.add_key(poor, credits=0)
-    keys = [stored_key(good, label="good"), stored_key(poor, label="poor"), stored_key("sk-or-v1-" + "3" * 64, label="bad")]
+    keys = [
+        stored_key(good, label="good"),
+        stored_key(poor, label="poor"),
+        stored_key("sk-or-v1-" + "3" * 64, label="bad"),
+    ]
     page = verify(admin_client, *keys).content.decode()
     assert page.count("messagelist") == 1
     assert "remaining unlimited" in page and "Out of credits" in page
@@ -244,7 +258,10 @@ def test_activate_and_disable_actions(admin_client):
     )
     key.refresh_from_db()
     assert not key.is_active
-    assert "streamchat-badge-disabled" in admin_client.get(reverse("admin:streamchat_apikey_changelist")).content.decode()
+    assert (
+        "streamchat-badge-disabled"
+        in admin_client.get(reverse("admin:streamchat_apikey_changelist")).content.decode()
+    )
     admin_client.post(
         reverse("admin:streamchat_apikey_changelist"),
         {"action": "activate", "_selected_action": [key.pk], "index": "0"},

@@ -25,35 +25,63 @@ def objects(user_factory):
     owner = user_factory(username="alice", first_name=PAYLOAD)
     group = Group.objects.create(name=f"team {PAYLOAD}")
     owner.groups.add(group)
-    conversation = Conversation.objects.create(owner=owner, title=f"Title {PAYLOAD}", model=f"evil/{PAYLOAD}")
-    question = Message.objects.create(conversation=conversation, role="user", content=f"Hi {PAYLOAD}")
+    conversation = Conversation.objects.create(
+        owner=owner, title=f"Title {PAYLOAD}", model=f"evil/{PAYLOAD}"
+    )
+    question = Message.objects.create(
+        conversation=conversation, role="user", content=f"Hi {PAYLOAD}"
+    )
     reply = Message.objects.create(
-        conversation=conversation, parent=question, role="assistant", content=f"Reply {PAYLOAD}",
-        model=f"m/{PAYLOAD}", error_message=PAYLOAD,
-    )  # fmt: skip
+        conversation=conversation,
+        parent=question,
+        role="assistant",
+        content=f"Reply {PAYLOAD}",
+        model=f"m/{PAYLOAD}",
+        error_message=PAYLOAD,
+    )
     secret = "sk-or-v1-" + "5" * 64
     key = ApiKey.objects.create(
-        label=f"key {PAYLOAD}", secret_encrypted=crypto.encrypt(secret), hint=key_hint(secret),
+        label=f"key {PAYLOAD}",
+        secret_encrypted=crypto.encrypt(secret),
+        hint=key_hint(secret),
         last_error=PAYLOAD,
-    )  # fmt: skip
+    )
     model = ChatModel.objects.create(
-        model_id="openai/gpt-4o", display_name=f"GPT {PAYLOAD}", enabled=True, is_default=True,
-        system_prompt=PAYLOAD, fallback_models=["x/y"],
-    )  # fmt: skip
+        model_id="openai/gpt-4o",
+        display_name=f"GPT {PAYLOAD}",
+        enabled=True,
+        is_default=True,
+        system_prompt=PAYLOAD,
+        fallback_models=["x/y"],
+    )
     limits = [
         RateLimit.objects.create(scope="default", requests_per_minute=10),
         RateLimit.objects.create(scope="group", group=group, tokens_per_day=1000),
         RateLimit.objects.create(scope="user", user=owner, spend_per_month=Decimal("5")),
     ]
     usage = Usage.objects.create(
-        user=owner, message=reply, api_key=key, model_requested=PAYLOAD, model_used=f"m/{PAYLOAD}",
-        prompt_tokens=12, completion_tokens=30, cost=Decimal("0.0012"), outcome="complete",
-        error_code=PAYLOAD[:60], details={"note": PAYLOAD},
-    )  # fmt: skip
+        user=owner,
+        message=reply,
+        api_key=key,
+        model_requested=PAYLOAD,
+        model_used=f"m/{PAYLOAD}",
+        prompt_tokens=12,
+        completion_tokens=30,
+        cost=Decimal("0.0012"),
+        outcome="complete",
+        error_code=PAYLOAD[:60],
+        details={"note": PAYLOAD},
+    )
     return {
-        "apikey": key, "chatmodel": model, "ratelimit": limits[2], "usage": usage,
-        "conversation": conversation, "message": reply, "user": owner, "group": group,
-    }  # fmt: skip
+        "apikey": key,
+        "chatmodel": model,
+        "ratelimit": limits[2],
+        "usage": usage,
+        "conversation": conversation,
+        "message": reply,
+        "user": owner,
+        "group": group,
+    }
 
 
 def page_urls(objects) -> list[tuple[str, int]]:
@@ -77,7 +105,10 @@ def page_urls(objects) -> list[tuple[str, int]]:
             (reverse(f"admin:streamchat_{name}_add"), 403 if name in no_add else 200),
             (reverse(f"admin:streamchat_{name}_change", args=[pk]), 200),
             (reverse(f"admin:streamchat_{name}_history", args=[pk]), 200),
-            (reverse(f"admin:streamchat_{name}_delete", args=[pk]), 403 if name in no_delete else 200),
+            (
+                reverse(f"admin:streamchat_{name}_delete", args=[pk]),
+                403 if name in no_delete else 200,
+            ),
         ]
     for scope in ("default", "group"):
         limit = RateLimit.objects.get(scope=scope)
@@ -109,7 +140,11 @@ def test_changelist_search_filters_and_sorting_render(admin_client, objects):
         for query in ("?q=alice", "?q=%3Cscript%3E", "?o=-1", "?o=2"):
             assert admin_client.get(url + query).status_code == 200, url + query
     usage = reverse("admin:streamchat_usage_changelist")
-    for query in ("?outcome__exact=complete", "?created__year=2020", f"?api_key__id__exact={objects['apikey'].pk}"):
+    for query in (
+        "?outcome__exact=complete",
+        "?created__year=2020",
+        f"?api_key__id__exact={objects['apikey'].pk}",
+    ):
         assert admin_client.get(usage + query).status_code == 200
 
 
@@ -151,18 +186,33 @@ def test_support_staff_browse_the_chat_log_read_only(client, user_factory, objec
     assert "0.001200" in listing and ">42<" in listing  # its usage: cost and tokens
     message = client.get(reverse("admin:streamchat_message_change", args=[objects["message"].pk]))
     assert message.status_code == 200 and "0.0012" in message.content.decode()
-    assert client.post(
-        reverse("admin:streamchat_message_change", args=[objects["message"].pk]), {"content": "edited"}
-    ).status_code == 403
-    assert client.get(reverse("admin:streamchat_conversation_delete", args=[conversation.pk])).status_code == 403
+    assert (
+        client.post(
+            reverse("admin:streamchat_message_change", args=[objects["message"].pk]),
+            {"content": "edited"},
+        ).status_code
+        == 403
+    )
+    assert (
+        client.get(
+            reverse("admin:streamchat_conversation_delete", args=[conversation.pk])
+        ).status_code
+        == 403
+    )
     assert client.get(reverse("admin:streamchat_apikey_changelist")).status_code == 403
 
 
 def test_conversation_totals_do_not_multiply_across_messages(admin_client, objects):
     conversation = objects["conversation"]
     question = conversation.messages.get(role="user")
-    Usage.objects.create(user=conversation.owner, message=question, prompt_tokens=1, completion_tokens=2,
-                         cost=Decimal("0.0001"), outcome="error")  # fmt: skip
+    Usage.objects.create(
+        user=conversation.owner,
+        message=question,
+        prompt_tokens=1,
+        completion_tokens=2,
+        cost=Decimal("0.0001"),
+        outcome="error",
+    )
     listing = admin_client.get(reverse("admin:streamchat_conversation_changelist")).content.decode()
     # 2 messages; 45 tokens and $0.0013 over both usage rows.
     assert 'field-messages_count">2<' in listing

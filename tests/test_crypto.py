@@ -40,7 +40,9 @@ def test_derived_key_depends_on_secret_key_and_fallbacks_still_decrypt():
         with pytest.raises(crypto.UnreadableSecret):
             crypto.decrypt(token)
     with override_settings(
-        STREAMCHAT={}, SECRET_KEY="second-secret-key-" * 3, SECRET_KEY_FALLBACKS=["first-secret-key-" * 3]
+        STREAMCHAT={},
+        SECRET_KEY="second-secret-key-" * 3,
+        SECRET_KEY_FALLBACKS=["first-secret-key-" * 3],
     ):
         assert crypto.decrypt(token) == SECRET
 
@@ -129,7 +131,9 @@ def _rotate() -> str:
 
 
 def _readable() -> list[str]:
-    return sorted(crypto.decrypt(t) for t in ApiKey.objects.values_list("secret_encrypted", flat=True))
+    return sorted(
+        crypto.decrypt(t) for t in ApiKey.objects.values_list("secret_encrypted", flat=True)
+    )
 
 
 @pytest.mark.django_db
@@ -146,17 +150,23 @@ def test_sec04_rotation_twice_then_remove_the_old_key():
         before = list(ApiKey.objects.order_by("pk").values_list("secret_encrypted", flat=True))
         assert "re-encrypted 0, already current 3, unreadable 0" in _rotate()
         # The second run wrote nothing.
-        assert list(ApiKey.objects.order_by("pk").values_list("secret_encrypted", flat=True)) == before
+        assert (
+            list(ApiKey.objects.order_by("pk").values_list("secret_encrypted", flat=True)) == before
+        )
     with override_settings(STREAMCHAT=keys_setting(new)):
         assert _readable() == secrets
-        assert [k.id for k in usable_keys()] == list(ApiKey.objects.order_by("pk").values_list("pk", flat=True))
+        assert [k.id for k in usable_keys()] == list(
+            ApiKey.objects.order_by("pk").values_list("pk", flat=True)
+        )
 
 
 @pytest.mark.django_db
 def test_rotation_reports_unreadable_rows_and_dry_run_writes_nothing():
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     with override_settings(STREAMCHAT=keys_setting(old)):
-        good = ApiKey.objects.create(label="good", secret_encrypted=crypto.encrypt(SECRET), hint="h")
+        good = ApiKey.objects.create(
+            label="good", secret_encrypted=crypto.encrypt(SECRET), hint="h"
+        )
     ApiKey.objects.create(label="lost", secret_encrypted="gAAAAAbroken", hint="sk-or-v1-…dead")
     with override_settings(STREAMCHAT=keys_setting(new, old)):
         out, err = StringIO(), StringIO()

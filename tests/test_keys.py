@@ -30,7 +30,9 @@ ENV_SECRET = "sk-or-v1-" + "e" * 60 + "f00d"
 
 def make_key(secret: str, **fields) -> ApiKey:
     fields.setdefault("label", secret[-6:])
-    return ApiKey.objects.create(secret_encrypted=crypto.encrypt(secret), hint=key_hint(secret), **fields)
+    return ApiKey.objects.create(
+        secret_encrypted=crypto.encrypt(secret), hint=key_hint(secret), **fields
+    )
 
 
 def secret(n: int) -> str:
@@ -87,7 +89,9 @@ def test_sec05_unreadable_row_is_skipped_recorded_once_and_chat_falls_over(caplo
     broken = make_key(secret(1), priority=1)
     good = make_key(secret(2), priority=2)
     token = broken.secret_encrypted
-    ApiKey.objects.filter(pk=broken.pk).update(secret_encrypted=token[:20] + ("A" if token[20] != "A" else "B") + token[21:])
+    ApiKey.objects.filter(pk=broken.pk).update(
+        secret_encrypted=token[:20] + ("A" if token[20] != "A" else "B") + token[21:]
+    )
     with caplog.at_level(logging.ERROR, logger="streamchat.keys"):
         assert [k.id for k in usable_keys()] == [good.pk]
         assert [k.id for k in usable_keys()] == [good.pk]
@@ -147,7 +151,10 @@ def test_setting_seeds_one_encrypted_key_on_first_migrate_only():
     seed_on_migrate(sender=apps.get_app_config("streamchat"), using="default")
     row = ApiKey.objects.get()
     assert row.label == SEEDED_LABEL and row.hint == key_hint(ENV_SECRET)
-    assert ENV_SECRET not in row.secret_encrypted and crypto.decrypt(row.secret_encrypted) == ENV_SECRET
+    assert (
+        ENV_SECRET not in row.secret_encrypted
+        and crypto.decrypt(row.secret_encrypted) == ENV_SECRET
+    )
     assert seed_api_key() is None  # the table is no longer empty
     assert ApiKey.objects.count() == 1
     assert [k.id for k in usable_keys()] == [row.pk]

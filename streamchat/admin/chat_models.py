@@ -1,4 +1,4 @@
-"""Chat models: which ones users may pick, the default, per-model settings, and sync from OpenRouter."""
+"""Chat models: which ones users may pick, the default, per-model settings, sync from OpenRouter."""
 
 from __future__ import annotations
 
@@ -21,9 +21,15 @@ class ChatModelAdmin(admin.ModelAdmin):
     form = ChatModelForm
     change_list_template = "admin/streamchat/chatmodel/change_list.html"
     list_display = [
-        "__str__", "model_id", "enabled", "is_default", "prompt_price", "completion_price",
-        "context_length", "last_synced",
-    ]  # fmt: skip
+        "__str__",
+        "model_id",
+        "enabled",
+        "is_default",
+        "prompt_price",
+        "completion_price",
+        "context_length",
+        "last_synced",
+    ]
     list_display_links = ["__str__", "model_id"]
     list_editable = ["enabled"]
     list_filter = ["enabled", "is_default"]
@@ -51,7 +57,9 @@ class ChatModelAdmin(admin.ModelAdmin):
     def get_urls(self) -> list[URLPattern]:
         info = self.opts.app_label, self.opts.model_name
         return [
-            path("sync/", self.admin_site.admin_view(self.sync_view), name="%s_%s_sync" % info),
+            path(
+                "sync/", self.admin_site.admin_view(self.sync_view), name="{}_{}_sync".format(*info)
+            ),
             *super().get_urls(),
         ]
 
@@ -71,7 +79,9 @@ class ChatModelAdmin(admin.ModelAdmin):
             result = fetch_and_sync(only=only)
         except OpenRouterError as exc:
             self.message_user(
-                request, _("Sync from OpenRouter failed: %(error)s") % {"error": exc.message}, messages.ERROR
+                request,
+                _("Sync from OpenRouter failed: %(error)s") % {"error": exc.message},
+                messages.ERROR,
             )
             return
         self.message_user(
@@ -87,7 +97,9 @@ class ChatModelAdmin(admin.ModelAdmin):
     @admin.action(description=_("Enable selected models"), permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[ChatModel]) -> None:
         count = queryset.update(enabled=True)
-        self.message_user(request, _("%(count)d model(s) enabled.") % {"count": count}, messages.SUCCESS)
+        self.message_user(
+            request, _("%(count)d model(s) enabled.") % {"count": count}, messages.SUCCESS
+        )
 
     @admin.action(description=_("Disable selected models"), permissions=["change"])
     def disable(self, request: HttpRequest, queryset: QuerySet[ChatModel]) -> None:
@@ -101,21 +113,29 @@ class ChatModelAdmin(admin.ModelAdmin):
             )
             queryset = queryset.exclude(pk=default.pk)
         count = queryset.update(enabled=False)
-        self.message_user(request, _("%(count)d model(s) disabled.") % {"count": count}, messages.SUCCESS)
+        self.message_user(
+            request, _("%(count)d model(s) disabled.") % {"count": count}, messages.SUCCESS
+        )
 
     @admin.action(description=_("Make the selected model the default"), permissions=["change"])
     def make_default(self, request: HttpRequest, queryset: QuerySet[ChatModel]) -> None:
         if queryset.count() != 1:
-            self.message_user(request, _("Select exactly one model to make it the default."), messages.ERROR)
+            self.message_user(
+                request, _("Select exactly one model to make it the default."), messages.ERROR
+            )
             return
         model = queryset.get()
         model.is_default, model.enabled = True, True
         model.save()
         self.message_user(
-            request, _("%(model)s is now the default model (and enabled).") % {"model": model}, messages.SUCCESS
+            request,
+            _("%(model)s is now the default model (and enabled).") % {"model": model},
+            messages.SUCCESS,
         )
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> Any:
         extra_context = {
             **(extra_context or {}),
             "can_sync": self.has_change_permission(request) and self.has_add_permission(request),

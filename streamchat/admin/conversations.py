@@ -72,9 +72,16 @@ class MessageInline(ReadOnlyMixin, admin.TabularInline):
 class UsageInline(ReadOnlyMixin, admin.TabularInline):
     model = Usage
     fields = [
-        "created", "model_used", "outcome", "prompt_tokens", "completion_tokens", "reasoning_tokens",
-        "cost", "cost_source", "duration_ms",
-    ]  # fmt: skip
+        "created",
+        "model_used",
+        "outcome",
+        "prompt_tokens",
+        "completion_tokens",
+        "reasoning_tokens",
+        "cost",
+        "cost_source",
+        "duration_ms",
+    ]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -126,15 +133,28 @@ class MessageAdmin(ReadOnlyMixin, admin.ModelAdmin):
     search_fields = ["content", "conversation__title"]
     date_hierarchy = "created"
     fieldsets = [
-        (None, {"fields": ["conversation_link", "parent", "role", "status", "model", "finish_reason"]}),
+        (
+            None,
+            {"fields": ["conversation_link", "parent", "role", "status", "model", "finish_reason"]},
+        ),
         (_("Text"), {"fields": ["content", "reasoning"]}),
         (_("Error"), {"fields": ["error_code", "error_message"]}),
         (_("Times"), {"fields": ["created", "completed"]}),
     ]
     readonly_fields = [
-        "conversation_link", "parent", "role", "status", "model", "finish_reason", "content", "reasoning",
-        "error_code", "error_message", "created", "completed",
-    ]  # fmt: skip
+        "conversation_link",
+        "parent",
+        "role",
+        "status",
+        "model",
+        "finish_reason",
+        "content",
+        "reasoning",
+        "error_code",
+        "error_message",
+        "created",
+        "completed",
+    ]
     inlines = [UsageInline]
 
     @admin.display(description=_("conversation"), ordering="conversation")

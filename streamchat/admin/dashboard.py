@@ -1,6 +1,7 @@
 """The usage dashboard's numbers and its server-rendered SVG bar charts (no JavaScript, no CDN).
 
-Days are calendar days in the current time zone; the window is the last ``DAYS`` days, today included.
+Days are calendar days in the current time zone; the window is the last ``DAYS`` days, today
+included.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, F, Q, QuerySet, Sum
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models import BigIntegerField, Count, F, Q, QuerySet, Sum
+from django.db.models.functions import Cast, Coalesce, Round, TruncDate
 from django.utils import timezone
 
 from ..models import Usage
@@ -28,6 +29,25 @@ TOP = 10
 WIDTH, HEIGHT = 720, 200
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 64, 8, 12, 28
 GAP = 2
+
+
+# Usage.cost has 10 decimal places: sums are taken in units of 1e-10 USD.
+COST_UNITS = 10**10
+COST_PRECISION = Decimal("1e-10")
+
+
+def cost_total(**kwargs: Any) -> Coalesce:
+    """An exact sum of ``cost`` in units of 1e-10 USD (turn it into USD with ``exact_cost``).
+
+    SQLite keeps decimals as floats and sums them as floats, which is off in the last places;
+    whole units summed as integers are exact on every database.
+    """
+    units = Cast(Round(F("cost") * COST_UNITS), BigIntegerField())
+    return Coalesce(Sum(units, **kwargs), 0)
+
+
+def exact_cost(units: Any) -> Decimal:
+    return (Decimal(int(units)) / COST_UNITS).quantize(COST_PRECISION)
 
 
 @dataclass(frozen=True)
@@ -120,43 +140,48 @@ def window(today: date | None = None) -> tuple[list[date], datetime]:
     return days, start
 
 
-def dashboard_context(queryset: QuerySet[Usage] | None = None, today: date | None = None) -> dict[str, Any]:
+def dashboard_context(
+    queryset: QuerySet[Usage] | None = None, today: date | None = None
+) -> dict[str, Any]:
     """Everything the dashboard template shows: totals, two charts, top users and top models."""
     days, start = window(today)
     rows = (queryset if queryset is not None else Usage.objects.all()).filter(created__gte=start)
     tokens_expr = F("prompt_tokens") + F("completion_tokens")
-    zero_cost = Decimal(0)
 
     totals = rows.aggregate(
         requests=Count("id"),
         tokens=Coalesce(Sum(tokens_expr), 0),
-        cost=Coalesce(Sum("cost"), zero_cost),
+        cost=cost_total(),
         errors=Count("id", filter=~Q(outcome__in=OK_OUTCOMES)),
     )
+    totals["cost"] = exact_cost(totals["cost"])
     daily = {
         row["day"]: row
         for row in rows.annotate(day=TruncDate("created", tzinfo=timezone.get_current_timezone()))
         .values("day")
-        .annotate(tokens=Coalesce(Sum(tokens_expr), 0), cost=Coalesce(Sum("cost"), zero_cost), requests=Count("id"))
+        .annotate(tokens=Coalesce(Sum(tokens_expr), 0), cost=cost_total(), requests=Count("id"))
         .order_by("day")
     }
     token_values = [float(daily.get(d, {}).get("tokens", 0)) for d in days]
-    cost_values = [float(daily.get(d, {}).get("cost", 0)) for d in days]
+    cost_values = [float(exact_cost(daily.get(d, {}).get("cost", 0))) for d in days]
 
     top_users = list(
         rows.filter(user__isnull=False)
         .values("user")
-        .annotate(requests=Count("id"), tokens=Sum(tokens_expr), cost=Sum("cost"))
+        .annotate(requests=Count("id"), tokens=Sum(tokens_expr), cost=cost_total())
         .order_by("-cost", "-tokens", "user")[:TOP]
     )
     users = get_user_model()._default_manager.in_bulk([row["user"] for row in top_users])
     for row in top_users:
         row["name"] = str(users.get(row["user"], row["user"]))
+        row["cost"] = exact_cost(row["cost"])
     top_models = list(
         rows.values("model_used")
-        .annotate(requests=Count("id"), tokens=Sum(tokens_expr), cost=Sum("cost"))
+        .annotate(requests=Count("id"), tokens=Sum(tokens_expr), cost=cost_total())
         .order_by("-cost", "-tokens", "model_used")[:TOP]
     )
+    for row in top_models:
+        row["cost"] = exact_cost(row["cost"])
     return {
         "days": DAYS,
         "start": days[0],

@@ -29,11 +29,17 @@ def key_state(key: ApiKey) -> tuple[str, str]:
     try:
         crypto.decrypt(key.secret_encrypted)
     except crypto.UnreadableSecret:
-        return "unreadable", str(_("Cannot be decrypted with the configured encryption keys: paste the key again."))
+        return "unreadable", str(
+            _("Cannot be decrypted with the configured encryption keys: paste the key again.")
+        )
     if not key.is_active:
         return "disabled", ""
     if key.is_failing:
-        when = date_format(timezone.localtime(key.last_error_at), "DATETIME_FORMAT") if key.last_error_at else ""
+        when = (
+            date_format(timezone.localtime(key.last_error_at), "DATETIME_FORMAT")
+            if key.last_error_at
+            else ""
+        )
         return "failing", f"{key.last_error} ({when})" if when else key.last_error
     return "active", ""
 
@@ -57,7 +63,8 @@ def account_summary(account: dict[str, Any]) -> str:
     ]
     remaining = account.get("limit_remaining")
     parts.append(
-        str(_("remaining %(left)s")) % {"left": money(remaining) if remaining is not None else _("unlimited")}
+        str(_("remaining %(left)s"))
+        % {"left": money(remaining) if remaining is not None else _("unlimited")}
     )
     if account.get("is_free_tier"):
         parts.append(str(_("free tier")))
@@ -67,15 +74,30 @@ def account_summary(account: dict[str, Any]) -> str:
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     form = ApiKeyForm
-    list_display = ["label", "hint", "status", "priority", "remaining_credit", "last_used", "last_verified"]
+    list_display = [
+        "label",
+        "hint",
+        "status",
+        "priority",
+        "remaining_credit",
+        "last_used",
+        "last_verified",
+    ]
     list_editable = ["priority"]
     list_filter = ["is_active"]
     search_fields = ["label", "hint"]
     ordering = ["priority", "id"]
     actions = ["verify", "activate", "deactivate"]
     readonly_fields = [
-        "hint", "status", "account_info", "last_used", "last_verified", "last_error", "last_error_at", "created"
-    ]  # fmt: skip
+        "hint",
+        "status",
+        "account_info",
+        "last_used",
+        "last_verified",
+        "last_error",
+        "last_error_at",
+        "created",
+    ]
 
     def get_fieldsets(self, request: HttpRequest, obj: ApiKey | None = None) -> Any:
         fieldsets: list[tuple[Any, dict[str, Any]]] = [
@@ -86,8 +108,17 @@ class ApiKeyAdmin(admin.ModelAdmin):
             fieldsets.append(
                 (
                     _("Health"),
-                    {"fields": ["status", "account_info", "last_used", "last_verified",
-                                "last_error", "last_error_at", "created"]},
+                    {
+                        "fields": [
+                            "status",
+                            "account_info",
+                            "last_used",
+                            "last_verified",
+                            "last_error",
+                            "last_error_at",
+                            "created",
+                        ]
+                    },
                 )
             )
         return fieldsets
@@ -117,7 +148,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
             state,
             detail,
             labels[state],
-            format_html('<br><small class="streamchat-detail">{}</small>', detail) if detail else "",
+            format_html('<br><small class="streamchat-detail">{}</small>', detail)
+            if detail
+            else "",
         )
 
     @admin.display(description=_("remaining credit"))
@@ -129,7 +162,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("OpenRouter account (at last verify)"))
     def account_info(self, key: ApiKey) -> str:
-        return account_summary(key.account) or str(_("Not verified yet: use “Verify with OpenRouter”."))
+        return account_summary(key.account) or str(
+            _("Not verified yet: use “Verify with OpenRouter”.")
+        )
 
     @admin.action(description=_("Verify with OpenRouter"))
     def verify(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
@@ -144,7 +179,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
             except crypto.UnreadableSecret:
                 self.message_user(
                     request,
-                    _("%(key)s: cannot be decrypted with the configured encryption keys; paste the key again.")
+                    _(
+                        "%(key)s: cannot be decrypted with the configured encryption keys; "
+                        "paste the key again."
+                    )
                     % {"key": key},
                     messages.ERROR,
                 )
@@ -164,7 +202,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 key.last_error_at = now
                 key.save(update_fields=["account", "last_error", "last_error_at"])
                 self.message_user(
-                    request, f"{key}: {key.last_error} {account_summary(key.account)}", messages.WARNING
+                    request,
+                    f"{key}: {key.last_error} {account_summary(key.account)}",
+                    messages.WARNING,
                 )
                 continue
             key.last_verified = now
@@ -174,12 +214,16 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description=_("Activate selected keys"))
     def activate(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         count = queryset.update(is_active=True)
-        self.message_user(request, _("%(count)d key(s) activated.") % {"count": count}, messages.SUCCESS)
+        self.message_user(
+            request, _("%(count)d key(s) activated.") % {"count": count}, messages.SUCCESS
+        )
 
     @admin.action(description=_("Disable selected keys"))
     def deactivate(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         count = queryset.update(is_active=False)
-        self.message_user(request, _("%(count)d key(s) disabled.") % {"count": count}, messages.SUCCESS)
+        self.message_user(
+            request, _("%(count)d key(s) disabled.") % {"count": count}, messages.SUCCESS
+        )
 
     class Media:
         css = {"all": ["streamchat/admin/admin.css"]}

@@ -1,4 +1,4 @@
-"""Rate limits and budgets: the site default, per group and per user, also inline on user and group pages.
+"""Rate limits and budgets: the site default, per group and per user; inline on user and group.
 
 Precedence (``streamchat.limits.effective_limits``): the most specific row decides all five limits:
 the user's own row, else their groups' rows (per field the most generous; blank, i.e. no limit,
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -32,9 +33,9 @@ PERIODS = {
     "concurrent_streams": _("running now"),
 }
 EXPLAIN_PRECEDENCE = _(
-    "The most specific limits decide: a user's own row, else their groups' rows (a user in several "
-    "groups gets the most generous value of each field), else the site default. A blank field means "
-    "no limit."
+    "The most specific limits decide: a user's own row, else their groups' rows (a user in "
+    "several groups gets the most generous value of each field), else the site default. A blank "
+    "field means no limit."
 )
 
 
@@ -68,8 +69,9 @@ def consumption_table(user: Any) -> str:
         ),
     )
     return format_html(
-        '<table class="streamchat-consumption"><caption>{}</caption><thead><tr><th scope="col">{}</th>'
-        '<th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th></tr></thead>'
+        '<table class="streamchat-consumption"><caption>{}</caption><thead><tr>'
+        '<th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th>'
+        '<th scope="col">{}</th></tr></thead>'
         "<tbody>{}</tbody></table>",
         _("Applies to %(user)s now (decided by: %(scope)s)") % {"user": user, "scope": scope},
         _("limit"),
@@ -84,7 +86,9 @@ class ConsumptionMixin:
     @admin.display(description=_("used now"))
     def consumption_now(self, limit: RateLimit) -> str:
         if limit.user_id is None:
-            return str(_("Consumption is per user: open a user's limits (or the user's page) to see it."))
+            return str(
+                _("Consumption is per user: open a user's limits (or the user's page) to see it.")
+            )
         return consumption_table(limit.user)
 
 
@@ -102,7 +106,9 @@ class RateLimitAdmin(ConsumptionMixin, admin.ModelAdmin):
             {
                 "fields": ["user", "group"],
                 "description": format_html(
-                    "{} {}", _("A user, or a group, or neither for the site default."), EXPLAIN_PRECEDENCE
+                    "{} {}",
+                    _("A user, or a group, or neither for the site default."),
+                    EXPLAIN_PRECEDENCE,
                 ),
             },
         ),
@@ -152,7 +158,9 @@ class GroupRateLimitInline(admin.StackedInline):
     )
 
 
-def _with_inline(model: type[Model], inline: type[admin.options.InlineModelAdmin], site: admin.AdminSite) -> bool:
+def _with_inline(
+    model: type[Model], inline: type[admin.options.InlineModelAdmin], site: admin.AdminSite
+) -> bool:
     """Re-register ``model``'s admin on ``site`` as a subclass with ``inline`` added.
 
     Only when the model's admin is already registered (streamchat does not invent a user admin
@@ -164,7 +172,9 @@ def _with_inline(model: type[Model], inline: type[admin.options.InlineModelAdmin
     base = type(current)
     if inline in base.inlines:
         return True
-    subclass = type(base.__name__, (base,), {"inlines": [*base.inlines, inline], "__module__": base.__module__})
+    subclass = type(
+        base.__name__, (base,), {"inlines": [*base.inlines, inline], "__module__": base.__module__}
+    )
     site.unregister(model)
     site.register(model, subclass)
     return True
@@ -184,5 +194,7 @@ def add_limits_inlines(site: admin.AdminSite = admin.site) -> dict[str, bool]:
         "group": _with_inline(Group, GroupRateLimitInline, site),
     }
     if not done["user"]:
-        logger.debug("No admin for %s yet: the rate-limit inline was not added to it.", User._meta.label)
+        logger.debug(
+            "No admin for %s yet: the rate-limit inline was not added to it.", User._meta.label
+        )
     return done

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin
@@ -25,13 +24,29 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from ..models import Usage
-from .dashboard import dashboard_context
+from .dashboard import cost_total, dashboard_context, exact_cost
 
 CSV_COLUMNS = [
-    "id", "created", "user", "source", "model_requested", "model_used", "api_key", "outcome",
-    "error_code", "prompt_tokens", "completion_tokens", "reasoning_tokens", "total_tokens", "cost",
-    "cost_source", "time_to_first_token_ms", "duration_ms", "generation_id", "message_id",
-]  # fmt: skip
+    "id",
+    "created",
+    "user",
+    "source",
+    "model_requested",
+    "model_used",
+    "api_key",
+    "outcome",
+    "error_code",
+    "prompt_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "cost",
+    "cost_source",
+    "time_to_first_token_ms",
+    "duration_ms",
+    "generation_id",
+    "message_id",
+]
 # A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection"); user
 # input (a model name asked for) must not become one.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -44,9 +59,10 @@ def totals(queryset: QuerySet[Usage]) -> dict[str, Any]:
         prompt_tokens=Coalesce(Sum("prompt_tokens"), 0),
         completion_tokens=Coalesce(Sum("completion_tokens"), 0),
         reasoning_tokens=Coalesce(Sum("reasoning_tokens"), 0),
-        cost=Coalesce(Sum("cost"), Decimal(0)),
+        cost=cost_total(),
     )
     result["tokens"] = result["prompt_tokens"] + result["completion_tokens"]
+    result["cost"] = exact_cost(result["cost"])
     return result
 
 
@@ -68,7 +84,10 @@ class ModelListFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         names = (
-            Usage.objects.exclude(model_used="").order_by("model_used").values_list("model_used", flat=True).distinct()
+            Usage.objects.exclude(model_used="")
+            .order_by("model_used")
+            .values_list("model_used", flat=True)
+            .distinct()
         )
         return [(name, name) for name in names]
 
@@ -81,9 +100,17 @@ class ModelListFilter(admin.SimpleListFilter):
 class UsageAdmin(admin.ModelAdmin):
     change_list_template = "admin/streamchat/usage/change_list.html"
     list_display = [
-        "created", "user", "model_shown", "outcome", "prompt_tokens", "completion_tokens", "cost_shown",
-        "key_shown", "source", "duration_ms",
-    ]  # fmt: skip
+        "created",
+        "user",
+        "model_shown",
+        "outcome",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_shown",
+        "key_shown",
+        "source",
+        "duration_ms",
+    ]
     list_filter = [
         ("user", admin.RelatedOnlyFieldListFilter),
         ModelListFilter,
@@ -101,7 +128,15 @@ class UsageAdmin(admin.ModelAdmin):
         (_("Model"), {"fields": ["model_requested", "model_used", "api_key", "generation_id"]}),
         (
             _("Tokens and cost"),
-            {"fields": ["prompt_tokens", "completion_tokens", "reasoning_tokens", "cost", "cost_source"]},
+            {
+                "fields": [
+                    "prompt_tokens",
+                    "completion_tokens",
+                    "reasoning_tokens",
+                    "cost",
+                    "cost_source",
+                ]
+            },
         ),
         (_("Timing"), {"fields": ["time_to_first_token_ms", "duration_ms"]}),
         (_("Details"), {"fields": ["details"], "classes": ["collapse"]}),
@@ -120,7 +155,9 @@ class UsageAdmin(admin.ModelAdmin):
     @admin.display(description=_("model"), ordering="model_used")
     def model_shown(self, row: Usage) -> str:
         if row.model_requested and row.model_used and row.model_requested != row.model_used:
-            return format_html("{}<br><small>{} {}</small>", row.model_used, _("asked for"), row.model_requested)
+            return format_html(
+                "{}<br><small>{} {}</small>", row.model_used, _("asked for"), row.model_requested
+            )
         return row.model_used or row.model_requested
 
     @admin.display(description=_("cost (USD)"), ordering="cost")
@@ -146,12 +183,22 @@ class UsageAdmin(admin.ModelAdmin):
     def get_urls(self) -> list[URLPattern]:
         info = self.opts.app_label, self.opts.model_name
         return [
-            path("export.csv", self.admin_site.admin_view(self.export_csv), name="%s_%s_export" % info),
-            path("dashboard/", self.admin_site.admin_view(self.dashboard_view), name="%s_%s_dashboard" % info),
+            path(
+                "export.csv",
+                self.admin_site.admin_view(self.export_csv),
+                name="{}_{}_export".format(*info),
+            ),
+            path(
+                "dashboard/",
+                self.admin_site.admin_view(self.dashboard_view),
+                name="{}_{}_dashboard".format(*info),
+            ),
             *super().get_urls(),
         ]
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> Any:
         response = super().changelist_view(request, extra_context)
         # The filtered rows are the changelist's own queryset: the totals and the CSV use the
         # very same filters, search and date drill-down as the table.

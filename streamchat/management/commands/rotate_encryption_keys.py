@@ -16,7 +16,7 @@ from streamchat.models import ApiKey
 
 
 class Command(BaseCommand):
-    help = "Re-encrypt stored OpenRouter API keys under the first key of STREAMCHAT['ENCRYPTION_KEYS']."
+    help = "Re-encrypt stored API keys under the first key of STREAMCHAT['ENCRYPTION_KEYS']."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -42,10 +42,14 @@ class Command(BaseCommand):
                 continue
             if not dry_run:
                 # Compare-and-swap: an admin who saved a new secret meanwhile wins.
-                ApiKey.objects.filter(pk=key.pk, secret_encrypted=token).update(secret_encrypted=new_token)
+                ApiKey.objects.filter(pk=key.pk, secret_encrypted=token).update(
+                    secret_encrypted=new_token
+                )
             rotated += 1
         verb = "would re-encrypt" if dry_run else "re-encrypted"
-        self.stdout.write(f"{verb} {rotated}, already current {current}, unreadable {len(unreadable)}.")
+        self.stdout.write(
+            f"{verb} {rotated}, already current {current}, unreadable {len(unreadable)}."
+        )
         for key in unreadable:
             self.stderr.write(
                 f"  unreadable: #{key.pk} {key.label} ({key.hint}): no configured key opens it; "

@@ -22,7 +22,8 @@ class Command(BaseCommand):
             "models",
             nargs="*",
             metavar="MODEL_ID",
-            help="Refresh only these existing models (default: the whole list; new ones arrive disabled).",
+            help="Refresh only these existing models (default: the whole list; new models "
+            "arrive disabled).",
         )
 
     def handle(self, *args: Any, models: list[str], **options: Any) -> None:
