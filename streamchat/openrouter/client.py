@@ -271,7 +271,7 @@ class ChatStream:
         assert task is not None
         chunks = self._response.http_response.aiter_bytes()
         buffer = b""
-        self._timer = self._loop.call_at(self._deadline()[0], self._on_timer)
+        self._rearm()
         try:
             while True:
                 if self._closed:
@@ -395,7 +395,10 @@ class ChatStream:
                 if thought:
                     events = (ReasoningDelta(thought), *events)
             if events:
+                first = self._last_delta is None
                 self._last_delta = self._loop.time()
+                if first:  # from the first-token deadline to the (maybe earlier) idle one
+                    self._rearm()
         reason = choice.get("finish_reason")
         if reason:
             if reason == "error" or choice.get("error"):
@@ -420,9 +423,13 @@ class ChatStream:
             generation_id=self.generation_id,
         )
         self._grace_deadline = self._loop.time() + ERROR_GRACE
+        self._rearm()
+
+    def _rearm(self) -> None:
+        """Point the timer at the current deadline (only needed when it moves earlier)."""
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self._loop.call_at(self._grace_deadline, self._on_timer)
+        self._timer = self._loop.call_at(self._deadline()[0], self._on_timer)
 
 
 def _loads(payload: bytes) -> Any:

@@ -9,6 +9,7 @@ stalled stream learns of an abort at once, not at its next write.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import struct
 import time
@@ -98,6 +99,14 @@ def authenticate(request: web.Request) -> SimKey | web.Response:
     if key is None or key.revoked:
         return error_response(401, "User not found.")
     return key
+
+
+def dumps(payload: Any) -> bytes:
+    """JSON bytes; text with lone surrogates (which orjson refuses) goes out as escapes."""
+    try:
+        return orjson.dumps(payload)
+    except TypeError:
+        return json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode()
 
 
 def json_number(value: Decimal) -> float:
@@ -251,7 +260,7 @@ def reply_for(
     )
     if scripted is not None:
         return scripted.text, scripted.reasoning if scripted.reasoning is not None else reasoning
-    if scenario.name == "echo":
+    if scenario.name == "echo" or scenario.flag("echo", False):
         return last_user_text(body.get("messages") or []), reasoning
     if scenario.name == "long":
         return long_reply(scenario.int("tokens", 5000)), reasoning
@@ -501,7 +510,7 @@ class Run:
             "system_fingerprint": "fp_simulator",
             **extra,
         }
-        return b"data: " + orjson.dumps(payload) + b"\n\n"
+        return b"data: " + dumps(payload) + b"\n\n"
 
     async def write(self, data: bytes) -> None:
         assert self.response is not None
