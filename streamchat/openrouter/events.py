@@ -35,7 +35,8 @@ class UsageReport:
 
 @dataclass(frozen=True, slots=True)
 class Finish:
-    """The reply ended normally: finish reason (stop, length, ...), model that answered, generation id."""
+    """The reply ended normally: finish reason (stop, length, ...), model that answered, generation
+    id, and the provider that served it."""
 
     reason: str
     model: str
