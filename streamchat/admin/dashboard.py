@@ -26,7 +26,7 @@ OK_OUTCOMES = [Usage.Outcome.COMPLETE, Usage.Outcome.STOPPED]
 TOP = 10
 
 # Chart geometry, in SVG user units (the SVG scales to its container's width).
-WIDTH, HEIGHT = 720, 200
+WIDTH, HEIGHT = 900, 220
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 64, 8, 12, 28
 GAP = 2
 
@@ -112,10 +112,13 @@ def bar_chart(
             )
         )
     ticks = [Tick(y=round(PAD_TOP + plot_h * (1 - f), 2), label=fmt(top * f)) for f in (0, 0.5, 1)]
+    # A label a week, oldest first, and the last day (unless it would crowd the one before).
+    labelled = [i for i in range(len(days)) if i % 7 == 0]
+    if days and len(days) - 1 - labelled[-1] >= 4:
+        labelled.append(len(days) - 1)
     xlabels = [
-        XLabel(x=round(PAD_LEFT + i * slot + slot / 2, 2), label=day.strftime("%b %d"))
-        for i, day in enumerate(days)
-        if i % 7 == 0 or i == len(days) - 1
+        XLabel(x=round(PAD_LEFT + i * slot + slot / 2, 2), label=days[i].strftime("%b %d"))
+        for i in labelled
     ]
     return BarChart(title=title, bars=bars, ticks=ticks, xlabels=xlabels)
 
