@@ -11,6 +11,8 @@ Guarantees:
 - With no key configured, one is derived from ``SECRET_KEY`` (and decrypt-only ones from
   ``SECRET_KEY_FALLBACKS``). That is for development: a deploy check warns (streamchat.W010),
   because rotating ``SECRET_KEY`` without a fallback would then make every stored secret unreadable.
+  The derived keys always decrypt (after the configured ones), so secrets stored under the default
+  move to a dedicated key with one run of ``rotate_encryption_keys``.
 
 Nothing here logs, and no exception raised here carries a plaintext or a key.
 """
@@ -24,6 +26,7 @@ from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.crypto import salted_hmac
 
 from .conf import app_settings
@@ -78,15 +81,27 @@ def key_problems(keys: object) -> list[str]:
 
 
 def configured_keys() -> tuple[bytes, ...]:
-    """The keys in use, newest first: ``ENCRYPTION_KEYS``, or those derived from ``SECRET_KEY``."""
+    """The keys in use, newest first: ``ENCRYPTION_KEYS``, then those derived from ``SECRET_KEY``.
+
+    The derived keys stay last, for decrypting only, so moving from the development default to a
+    dedicated key is: set ``ENCRYPTION_KEYS``, run ``rotate_encryption_keys``.
+    """
     keys = app_settings.ENCRYPTION_KEYS
-    if keys:
-        problems = key_problems(keys)
-        if problems:
-            raise InvalidEncryptionKey(" ".join(problems))
-        return tuple(k.encode("ascii") if isinstance(k, str) else k for k in keys)
-    secrets = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ())]
-    return tuple(derive_key(s) for s in secrets if s)
+    derived = tuple(derive_key(secret) for secret in _secret_keys())
+    if not keys:
+        return derived
+    problems = key_problems(keys)
+    if problems:
+        raise InvalidEncryptionKey(" ".join(problems))
+    return (*(k.encode("ascii") if isinstance(k, str) else k for k in keys), *derived)
+
+
+def _secret_keys() -> list[str]:
+    try:
+        current = settings.SECRET_KEY
+    except ImproperlyConfigured:  # Django refuses an empty SECRET_KEY when it is read
+        current = ""
+    return [s for s in [current, *getattr(settings, "SECRET_KEY_FALLBACKS", ())] if s]
 
 
 def uses_derived_key() -> bool:

@@ -161,6 +161,22 @@ def test_sec04_rotation_twice_then_remove_the_old_key():
 
 
 @pytest.mark.django_db
+def test_moving_from_the_derived_default_to_a_dedicated_key():
+    with override_settings(STREAMCHAT={}):
+        ApiKey.objects.create(label="dev", secret_encrypted=crypto.encrypt(SECRET), hint="h")
+    new = Fernet.generate_key().decode()
+    with override_settings(STREAMCHAT=keys_setting(new)):
+        assert _readable() == [SECRET]  # the derived key still decrypts, last
+        assert "re-encrypted 1" in _rotate()
+        token = ApiKey.objects.get().secret_encrypted
+        assert crypto.is_current(token)
+    with override_settings(
+        STREAMCHAT=keys_setting(new), SECRET_KEY="a-completely-new-secret-key-" * 2
+    ):
+        assert crypto.decrypt(token) == SECRET  # no longer tied to SECRET_KEY
+
+
+@pytest.mark.django_db
 def test_rotation_reports_unreadable_rows_and_dry_run_writes_nothing():
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     with override_settings(STREAMCHAT=keys_setting(old)):
