@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-websocket_urlpatterns: list[URLPattern] = []
+from .consumers import ChatConsumer
+
+websocket_urlpatterns: list[URLPattern] = [
+    path("ws/streamchat/", ChatConsumer.as_asgi(), name="streamchat-websocket"),
+]

@@ -56,3 +56,82 @@ def redis_url() -> str:
     client.flushdb()
     client.close()
     return REDIS_URL
+
+
+# -- websocket chat ------------------------------------------------------------------------------
+
+ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+
+
+class ChatSocket:
+    """A websocket client of the demo's ASGI app (origin check and session auth included)."""
+
+    def __init__(self, communicator: Any) -> None:
+        self.communicator = communicator
+        self.frames: list[dict[str, Any]] = []
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.communicator.send_json_to(frame)
+
+    async def recv(self, timeout: float = 5) -> dict[str, Any]:
+        frame = await self.communicator.receive_json_from(timeout=timeout)
+        self.frames.append(frame)
+        return frame
+
+    async def recv_until(self, type_: str, timeout: float = 5, **match: Any) -> dict[str, Any]:
+        while True:
+            frame = await self.recv(timeout)
+            if frame["type"] == type_ and all(frame.get(k) == v for k, v in match.items()):
+                return frame
+
+    async def reply(self, reply_id: int, *, known: str = "", timeout: float = 10) -> tuple[str, dict[str, Any]]:
+        """Reassemble a reply from delta frames by offset (asserting no gap and no repeat) until its
+        finish frame: (text, finish frame)."""
+        text = known
+        while True:
+            frame = await self.recv(timeout)
+            if frame.get("reply") != reply_id:
+                continue
+            if frame["type"] == "delta":
+                assert frame["offset"] == len(text), f"gap or repeat at {frame['offset']} (have {len(text)})"
+                text += frame["text"]
+            elif frame["type"] == "reply.finished":
+                return text, frame
+
+    async def close(self) -> None:
+        await self.communicator.disconnect()
+
+
+@pytest.fixture
+def chat_socket() -> Callable[..., Any]:
+    """``await chat_socket(user)``: a connected ChatSocket for ``user`` (None: anonymous).
+
+    The socket goes through orchat_site.asgi.application with a real session cookie, as a browser's.
+    """
+    from channels.testing import WebsocketCommunicator
+
+    from orchat_site.asgi import application
+
+    sockets: list[ChatSocket] = []
+
+    async def connect(user: Any = None, *, expect_hello: bool = True) -> ChatSocket:
+        headers = [ORIGIN]
+        if user is not None:
+            from asgiref.sync import sync_to_async
+            from django.test import Client
+
+            client = Client()  # one session per socket: logging in another user keeps this one
+            await sync_to_async(client.force_login)(user)
+            cookie = f"sessionid={client.cookies['sessionid'].value}"
+            headers.append((b"cookie", cookie.encode()))
+        communicator = WebsocketCommunicator(application, "/ws/streamchat/", headers=headers)
+        connected, _ = await communicator.connect()
+        assert connected
+        socket = ChatSocket(communicator)
+        sockets.append(socket)
+        if user is not None and expect_hello:
+            hello = await socket.recv()
+            assert hello["type"] == "hello" and hello["protocol"] == 1
+        return socket
+
+    return connect

@@ -1,0 +1,382 @@
+"""One running reply: upstream deltas in, followers and checkpoints out, one final write.
+
+The hot path (``_consume``) appends each delta to an in-memory list and hands it to the local
+followers; nothing per delta touches the database, the channel layer or the log. A ticker saves
+the text every ``CHECKPOINT_MS`` (renewing the reply's lease) and, once another worker watches,
+publishes new text every ``GROUP_BATCH_MS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from .. import keys as key_store
+from .. import signals
+from ..conf import app_settings
+from ..models import Message, Usage
+from ..openrouter.client import ChatRequest, ChatStream, open_stream
+from ..openrouter.errors import OpenRouterError
+from ..openrouter.events import ContentDelta, Finish, ReasoningDelta, UsageReport
+from . import store
+from .hub import Follower, Hub, conversation_group, reply_group
+from .store import ModelChoice
+
+logger = logging.getLogger("streamchat.streaming")
+
+
+@dataclass(slots=True)
+class Origin:
+    """Who asked for a reply, and through which entry point (``Usage.source``)."""
+
+    user_id: int
+    conversation_id: int
+    source: str = Usage.Source.WEBSOCKET
+    client_id: str = ""
+
+
+class ReplyRun:
+    def __init__(
+        self,
+        *,
+        hub: Hub,
+        reply_id: int,
+        parent_id: int | None,
+        origin: Origin,
+        model: ModelChoice,
+        request: ChatRequest,
+        reservation: Any = None,
+    ) -> None:
+        self.hub = hub
+        self.reply_id = reply_id
+        self.parent_id = parent_id
+        self.origin = origin
+        self.model = model
+        self.request = request
+        self.reservation = reservation
+        self.followers: set[Follower] = set()
+        self.watched = False  # a follower on another worker asked for batches
+        self.text: list[str] = []
+        self.length = 0  # code points of reply text so far
+        self.reasoning: list[str] = []
+        self.reasoning_length = 0
+        self.saved_length = 0  # text confirmed in the database (the base of published batches)
+        self.status = Message.Status.STREAMING
+        self.finish: Finish | None = None
+        self.usage: UsageReport | None = None
+        self.error: OpenRouterError | None = None
+        self.stream: ChatStream | None = None
+        self.stopping = False
+        self.started_at = time.monotonic()
+        self.first_token_at: float | None = None
+        self.finished_frame: dict[str, Any] | None = None
+        self.done = asyncio.Event()
+        self._consumer: asyncio.Task[None] | None = None
+
+    # -- followers -----------------------------------------------------------------------------
+
+    def follow(self, follower: Follower, offset: int = 0) -> None:
+        """Send the text from ``offset`` at once, then every later delta (no gap, no repeat)."""
+        if offset < self.length:
+            follower.push("delta", offset, self.text_from(offset))
+        if self.reasoning_length:
+            follower.push("reasoning", 0, "".join(self.reasoning))
+        self.followers.add(follower)
+
+    def unfollow(self, follower: Follower) -> None:
+        self.followers.discard(follower)
+
+    def text_from(self, offset: int) -> str:
+        return "".join(self.text)[offset:]
+
+    # -- control -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.hub.spawn(self._run())
+
+    def stop(self) -> None:
+        """Close upstream at once; the partial text is kept with status ``stopped``."""
+        if self.stopping or self.done.is_set():
+            return
+        self.stopping = True
+        if self._consumer is not None:
+            self._consumer.cancel()
+
+    # -- the reply -----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        await self.hub.register(self)
+        ticker = self.hub.spawn(self._tick())
+        try:
+            self._consumer = asyncio.get_running_loop().create_task(self._consume())
+            try:
+                await asyncio.wait_for(asyncio.shield(self._consumer), app_settings.TOTAL_TIMEOUT)
+            except TimeoutError:
+                self.error = OpenRouterError("total_timeout", "The reply took too long and was cut off.")
+                self._consumer.cancel()
+            except asyncio.CancelledError:
+                if not self.stopping:
+                    raise
+            if not self._consumer.done():
+                try:
+                    await self._consumer
+                except asyncio.CancelledError:
+                    pass
+        finally:
+            ticker.cancel()
+            try:
+                await self._finalize()
+            finally:
+                await self.hub.unregister(self)
+                self.done.set()
+
+    async def _consume(self) -> None:
+        try:
+            keys = await key_store.ausable_keys()
+            self.stream = stream = await open_stream(
+                self.request, keys, on_key_failure=key_store.arecord_key_failure
+            )
+            try:
+                limit = app_settings.MAX_REPLY_CHARS
+                async for event in stream:
+                    kind = type(event)
+                    if kind is ContentDelta:
+                        self._append(event.text)  # type: ignore[union-attr]
+                        if self.length >= limit:
+                            self.finish = Finish("length", stream.model_requested, stream.generation_id)
+                            break
+                    elif kind is ReasoningDelta:
+                        self._append_reasoning(event.text)  # type: ignore[union-attr]
+                    elif kind is UsageReport:
+                        self.usage = event  # type: ignore[assignment]
+                    elif kind is Finish:
+                        self.finish = event  # type: ignore[assignment]
+            finally:
+                await stream.aclose()
+        except OpenRouterError as error:
+            self.error = error
+        except asyncio.CancelledError:
+            if not self.stopping:
+                self.error = OpenRouterError("total_timeout", "The reply took too long and was cut off.")
+        except Exception as error:  # never leave a reply streaming forever
+            logger.exception("streamchat: reply %s failed", self.reply_id)
+            self.error = OpenRouterError("internal_error", f"The reply failed ({type(error).__name__}).")
+
+    def _append(self, text: str) -> None:
+        if not text:
+            return
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        offset = self.length
+        self.text.append(text)
+        self.length = offset + len(text)
+        for follower in self.followers:
+            follower.push("delta", offset, text)
+
+    def _append_reasoning(self, text: str) -> None:
+        if not text:
+            return
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        offset = self.reasoning_length
+        self.reasoning.append(text)
+        self.reasoning_length = offset + len(text)
+        for follower in self.followers:
+            follower.push("reasoning", offset, text)
+
+    async def _tick(self) -> None:
+        """Checkpoints (and lease renewal) every CHECKPOINT_MS; batches for watchers on other
+        workers every GROUP_BATCH_MS."""
+        layer = get_channel_layer()
+        batch = app_settings.GROUP_BATCH_MS / 1000
+        every = max(1, round(app_settings.CHECKPOINT_MS / app_settings.GROUP_BATCH_MS))
+        published = 0
+        ticks = 0
+        while True:
+            await asyncio.sleep(batch)
+            ticks += 1
+            try:
+                if self.watched and self.length > published:
+                    published = self.length
+                    base = self.saved_length
+                    await layer.group_send(
+                        reply_group(self.reply_id),
+                        {"type": "streamchat.delta", "reply": self.reply_id, "base": base,
+                         "text": self.text_from(base)},
+                    )
+                if ticks % every == 0:
+                    length = self.length
+                    await database_sync_to_async(store.checkpoint)(
+                        self.reply_id, "".join(self.text), "".join(self.reasoning)
+                    )
+                    self.saved_length = length
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A failed checkpoint is retried at the next tick; the reply goes on.
+                logger.exception("streamchat: checkpoint of reply %s failed", self.reply_id)
+
+    async def _finalize(self) -> None:
+        content = "".join(self.text)
+        if self.stopping:
+            status, finish_reason = Message.Status.STOPPED, "stopped"
+        elif self.error is not None:
+            status, finish_reason = Message.Status.ERROR, "error"
+        elif self.finish is not None:
+            status, finish_reason = Message.Status.COMPLETE, self.finish.reason
+        else:
+            status, finish_reason = Message.Status.ERROR, "error"
+            self.error = OpenRouterError("incomplete", "The reply ended before it was finished.")
+        self.status = status
+        model_used = (self.finish.model if self.finish else "") or self.model.model_id
+        usage_fields = self._usage_fields(status, model_used, content)
+        error_code = self.error.code if self.error else ""
+        error_message = self.error.message if self.error else ""
+        try:
+            reply, usage_row = await database_sync_to_async(store.finish_reply)(
+                reply_id=self.reply_id,
+                user_id=self.origin.user_id,
+                content=content,
+                reasoning="".join(self.reasoning),
+                status=status,
+                finish_reason=finish_reason,
+                model_used=model_used,
+                error_code=error_code,
+                error_message=error_message,
+                usage=usage_fields,
+            )
+        except Exception:
+            # The lease lapses and the reaper marks the reply interrupted with its last checkpoint.
+            logger.exception("streamchat: could not store the end of reply %s", self.reply_id)
+            reply, usage_row = None, None
+        await self._settle_limits(usage_fields)
+        usage = {
+            "prompt_tokens": usage_fields["prompt_tokens"],
+            "completion_tokens": usage_fields["completion_tokens"],
+            "reasoning_tokens": usage_fields["reasoning_tokens"],
+            "cost": str(usage_fields["cost"]) if usage_fields["cost_source"] != "unknown" else None,
+        }
+        frame = {
+            "type": "reply.finished",
+            "reply": self.reply_id,
+            "conversation": self.origin.conversation_id,
+            "status": status,
+            "finish_reason": finish_reason,
+            "model": model_used,
+            "length": self.length,
+            "usage": usage,
+            "ttft_ms": usage_fields["time_to_first_token_ms"],
+            "error": {"code": error_code, "message": error_message} if self.error else None,
+        }
+        self.finished_frame = frame
+        for follower in list(self.followers):
+            try:
+                await follower.finished(frame)
+            except Exception:
+                logger.debug("streamchat: a follower of reply %s went away", self.reply_id)
+        layer = get_channel_layer()
+        try:
+            if self.watched:
+                await layer.group_send(reply_group(self.reply_id), {**frame, "type": "streamchat.finished"})
+            await layer.group_send(
+                conversation_group(self.origin.conversation_id), {**frame, "type": "streamchat.finished"}
+            )
+        except Exception:
+            logger.exception("streamchat: could not publish the end of reply %s", self.reply_id)
+        if reply is not None:
+            await signals.reply_finished.asend(sender=Message, message=reply, usage=usage_row)
+            await signals.usage_recorded.asend(sender=Usage, usage=usage_row)
+        if usage_row is not None and self.usage is None and self.stream and self.stream.generation_id:
+            self.hub.spawn(self._fetch_reported_cost(usage_row.pk, self.stream))
+
+    def _usage_fields(self, status: str, model_used: str, content: str) -> dict[str, Any]:
+        report = self.usage
+        ttft = (
+            round((self.first_token_at - self.started_at) * 1000) if self.first_token_at is not None else None
+        )
+        fields: dict[str, Any] = {
+            "source": self.origin.source,
+            "api_key_id": self.stream.key.id if self.stream else None,
+            "model_requested": self.model.model_id,
+            "model_used": model_used,
+            "time_to_first_token_ms": ttft,
+            "duration_ms": round((time.monotonic() - self.started_at) * 1000),
+            "generation_id": (self.finish.generation_id if self.finish else "")
+            or (self.stream.generation_id if self.stream else ""),
+            "outcome": status,
+            "error_code": self.error.code if self.error else "",
+        }
+        if report is not None:
+            cost = report.cost
+            source = Usage.CostSource.REPORTED
+            if cost is None:
+                cost = self.model.cost_for(report.prompt_tokens, report.completion_tokens)
+                source = Usage.CostSource.COMPUTED if cost is not None else Usage.CostSource.UNKNOWN
+            fields.update(
+                prompt_tokens=report.prompt_tokens,
+                completion_tokens=report.completion_tokens,
+                reasoning_tokens=report.reasoning_tokens,
+                cost=cost if cost is not None else Decimal(0),
+                cost_source=source,
+                details=report.details,
+            )
+        else:
+            # No usage chunk (stopped, failed): estimate, and ask /generation later.
+            prompt = self.prompt_estimate if self.stream is not None else 0
+            completion = store.estimate_tokens(content) + store.estimate_tokens("".join(self.reasoning))
+            cost = self.model.cost_for(prompt, completion) if self.stream is not None else Decimal(0)
+            fields.update(
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                reasoning_tokens=0,
+                cost=cost if cost is not None else Decimal(0),
+                cost_source=Usage.CostSource.ESTIMATED if cost is not None else Usage.CostSource.UNKNOWN,
+            )
+        return fields
+
+    @property
+    def prompt_estimate(self) -> int:
+        from .context import estimate_prompt_tokens
+
+        return estimate_prompt_tokens(self.request.messages)
+
+    async def _settle_limits(self, usage_fields: dict[str, Any]) -> None:
+        if self.reservation is None:
+            return
+        from .. import limits
+
+        try:
+            await limits.asettle(
+                self.reservation,
+                prompt_tokens=usage_fields["prompt_tokens"],
+                completion_tokens=usage_fields["completion_tokens"],
+                cost=usage_fields["cost"],
+            )
+        except Exception:
+            logger.exception("streamchat: settling the limits of reply %s failed", self.reply_id)
+
+    async def _fetch_reported_cost(self, usage_id: int, stream: ChatStream) -> None:
+        """A stopped reply gets no usage chunk: OpenRouter's /generation knows, a little later."""
+        from ..openrouter.account import aget_generation
+
+        try:
+            data = await aget_generation(stream.generation_id, stream.key.secret)
+        except Exception as error:
+            logger.info("streamchat: no reported cost for reply %s (%s)", self.reply_id, error)
+            return
+        figures: dict[str, Any] = {}
+        if data.get("total_cost") is not None:
+            figures["cost"] = Decimal(str(data["total_cost"]))
+            figures["cost_source"] = Usage.CostSource.REPORTED
+        for ours, theirs in (("prompt_tokens", "native_tokens_prompt"), ("completion_tokens", "native_tokens_completion")):
+            if isinstance(data.get(theirs), int):
+                figures[ours] = data[theirs]
+        if figures:
+            await database_sync_to_async(store.update_usage_cost)(usage_id, figures)
