@@ -658,12 +658,14 @@
     if (frame.conversation !== state.conversationId) { markListStreaming(frame.conversation, true); return; }
     var reply = state.messages.get(frame.reply);
     if (!reply) {
-      if (!state.messages.has(frame.parent)) {
-        // Started elsewhere (another tab) on a message this page has not seen: reload and resume.
+      // Started here or in another tab: hold its deltas from offset 0 at once.
+      reply = addMessage(makeMessage({ id: frame.reply, parent: frame.parent, role: "assistant", status: "streaming" }));
+      if (frame.parent != null && !state.messages.has(frame.parent)) {
+        // ... on a message this page has not seen (sent from another tab): reload the tree,
+        // keeping the text this page already holds.
         openConversation(state.conversationId, { keep: true });
         return;
       }
-      reply = addMessage(makeMessage({ id: frame.reply, parent: frame.parent, role: "assistant", status: "streaming" }));
       choosePathTo(reply.id);
     }
     if (reply.status === "pending") reply.status = "streaming";
@@ -1053,8 +1055,8 @@
       }
       li.append(
         link,
-        button("✎", "sc-icon-button", "rename", "Rename " + c.title),
-        button("🗑", "sc-icon-button", "delete", "Delete " + c.title)
+        button("Rename", "sc-icon-button sc-small-button", "rename", "Rename " + c.title),
+        button("Delete", "sc-icon-button sc-small-button", "delete", "Delete " + c.title)
       );
       return li;
     });
