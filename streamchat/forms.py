@@ -161,19 +161,29 @@ class ChatModelForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        # The changelist edits "enabled" alone: read what the form lacks from the row.
-        is_default = (
-            data.get("is_default") if "is_default" in self.fields else self.instance.is_default
-        )
-        enabled = data.get("enabled") if "enabled" in self.fields else self.instance.enabled
-        if is_default and not enabled:
-            self.add_error(
-                "is_default" if "is_default" in self.fields else None,
-                _("The default model must be enabled."),
-            )
+        if data.get("is_default") and not data.get("enabled"):
+            self.add_error("is_default", _("The default model must be enabled."))
         model_id = data.get("model_id")
         if model_id and model_id in (data.get("fallback_models") or []):
             self.add_error("fallback_models", _("A model cannot be its own fallback."))
+        return data
+
+
+class ChatModelListForm(forms.ModelForm):
+    """The changelist's "enabled" checkboxes: the default model cannot be switched off there."""
+
+    class Meta:
+        model = ChatModel
+        fields = ["enabled"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if self.instance.is_default and not data.get("enabled"):
+            raise forms.ValidationError(
+                _("%(model)s is the default model: choose another default before disabling it."),
+                code="default_disabled",
+                params={"model": self.instance},
+            )
         return data
 
 

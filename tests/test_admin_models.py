@@ -225,3 +225,25 @@ def test_actions_enable_disable_and_one_default(admin_client):
     a.refresh_from_db()
     b.refresh_from_db()
     assert a.enabled and not b.enabled
+
+
+def test_default_model_cannot_be_disabled_from_the_list(admin_client):
+    default = ChatModel.objects.create(model_id="a/a", enabled=True, is_default=True)
+    other = ChatModel.objects.create(model_id="b/b", enabled=True)
+    data = {
+        "form-TOTAL_FORMS": "2",
+        "form-INITIAL_FORMS": "2",
+        "form-MIN_NUM_FORMS": "0",
+        "form-MAX_NUM_FORMS": "1000",
+        "_save": "Save",
+    }
+    for n, row in enumerate([default, other]):
+        data[f"form-{n}-id"] = str(row.pk)  # "enabled" left unchecked on both
+    response = admin_client.post(reverse(CHANGELIST), data)
+    assert response.status_code == 200
+    assert "is the default model" in response.content.decode()
+    assert ChatModel.objects.filter(enabled=True).count() == 2
+    # Unchecking only the other one works.
+    data["form-0-enabled"] = "on"
+    assert admin_client.post(reverse(CHANGELIST), data).status_code == 302
+    assert list(ChatModel.objects.filter(enabled=True)) == [default]

@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirec
 from django.urls import URLPattern, path, reverse
 from django.utils.translation import gettext_lazy as _
 
-from ..forms import ChatModelForm
+from ..forms import ChatModelForm, ChatModelListForm
 from ..models import ChatModel
 from ..openrouter.errors import OpenRouterError
 
@@ -53,6 +53,10 @@ class ChatModelAdmin(admin.ModelAdmin):
         ),
         (_("History"), {"fields": ["created", "updated"], "classes": ["collapse"]}),
     ]
+
+    def get_changelist_form(self, request: HttpRequest, **kwargs: Any) -> Any:
+        # The list's "enabled" checkboxes get the rule that keeps the default model enabled.
+        return super().get_changelist_form(request, form=ChatModelListForm, **kwargs)
 
     def get_urls(self) -> list[URLPattern]:
         info = self.opts.app_label, self.opts.model_name
