@@ -290,3 +290,42 @@ async def test_anonymous_socket_is_closed_4401(chat_socket):
     socket = await chat_socket(None)
     closed = await socket.communicator.receive_output(timeout=2)
     assert closed == {"type": "websocket.close", "code": 4401}
+
+
+async def test_signals_fire_once_per_reply_with_its_rows(user, chat_socket):
+    from streamchat import signals
+
+    seen = []
+
+    def on_finished(sender, message, usage, **kwargs):
+        seen.append(("finished", message.pk, message.status, usage.outcome))
+
+    async def on_usage(sender, usage, **kwargs):
+        seen.append(("usage", usage.message_id, usage.completion_tokens > 0))
+
+    signals.reply_finished.connect(on_finished)
+    signals.usage_recorded.connect(on_usage)
+    try:
+        socket = await chat_socket(user)
+        await socket.send({"type": "send", "client_id": "sig", "content": "Signal me"})
+        ack = await socket.recv_until("ack")
+        await socket.reply(ack["reply"])
+        await settle_runs()
+    finally:
+        signals.reply_finished.disconnect(on_finished)
+        signals.usage_recorded.disconnect(on_usage)
+    assert seen == [("finished", ack["reply"], "complete", "complete"), ("usage", ack["reply"], True)]
+    await socket.close()
+
+
+async def test_nul_and_lone_surrogates_are_removed_the_same_way_everywhere(user, chat_socket):
+    await sync_to_async(enable)("simulator/echo", is_default=True)
+    socket = await chat_socket(user)
+    await socket.send({"type": "send", "client_id": "nul", "content": "a\x00b\ud800c"})
+    ack = await socket.recv_until("ack")
+    text, finished = await socket.reply(ack["reply"])
+    assert text == "abc" and finished["status"] == "complete"
+    await settle_runs()
+    assert (await Message.objects.aget(pk=ack["message"])).content == "abc"
+    assert (await Message.objects.aget(pk=ack["reply"])).content == "abc"
+    await socket.close()
