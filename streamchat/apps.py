@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 from django.utils.translation import gettext_lazy as _
 
 
@@ -10,3 +11,8 @@ class StreamchatConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
+        from . import seeding
+
+        # The API_KEY setting (OPENROUTER_API_KEY in the demo) becomes an encrypted ApiKey row
+        # on the first migrate, when there is none yet.
+        post_migrate.connect(seeding.seed_on_migrate, sender=self)

@@ -17,8 +17,9 @@ DEFAULTS: dict[str, Any] = {
     # --- OpenRouter -------------------------------------------------------------------------
     # Base URL of the OpenRouter API (the simulator's URL in development and tests).
     "BASE_URL": "https://openrouter.ai/api/v1",
-    # An API key used when no ApiKey row is active (str or None). The demo seeds it from
-    # OPENROUTER_API_KEY; keys managed in admin take precedence.
+    # An API key (str or None) used when no ApiKey row is usable (active and readable); the
+    # first migrate stores it as an encrypted ApiKey row when there is none. The demo reads it
+    # from OPENROUTER_API_KEY.
     "API_KEY": None,
     # Model used when neither the request nor an enabled ChatModel names one.
     "DEFAULT_MODEL": "openai/gpt-4o-mini",
