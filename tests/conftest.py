@@ -61,6 +61,7 @@ def redis_url() -> str:
 # -- websocket chat ------------------------------------------------------------------------------
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+HOST = (b"host", b"127.0.0.1:8000")
 
 
 class ChatSocket:
@@ -115,7 +116,7 @@ def chat_socket() -> Callable[..., Any]:
     sockets: list[ChatSocket] = []
 
     async def connect(user: Any = None, *, expect_hello: bool = True) -> ChatSocket:
-        headers = [ORIGIN]
+        headers = [ORIGIN, HOST]
         if user is not None:
             from asgiref.sync import sync_to_async
             from django.test import Client

@@ -329,3 +329,44 @@ async def test_nul_and_lone_surrogates_are_removed_the_same_way_everywhere(user,
     assert (await Message.objects.aget(pk=ack["message"])).content == "abc"
     assert (await Message.objects.aget(pk=ack["reply"])).content == "abc"
     await socket.close()
+
+
+async def test_a_failing_key_is_marked_and_the_next_key_answers(user, chat_socket, simulator, settings):
+    from streamchat.crypto import encrypt
+    from streamchat.keys import key_hint
+    from streamchat.models import ApiKey
+
+    settings.STREAMCHAT = {**settings.STREAMCHAT, "API_KEY": None}
+    bad_secret = "sk-or-v1-" + "0" * 40
+    bad = await ApiKey.objects.acreate(label="old", secret_encrypted=encrypt(bad_secret), hint=key_hint(bad_secret), priority=1)
+    good = await ApiKey.objects.acreate(
+        label="new", secret_encrypted=encrypt(simulator.api_key), hint=key_hint(simulator.api_key), priority=2
+    )
+    socket = await chat_socket(user)
+    await socket.send({"type": "send", "client_id": "keys", "content": "Which key?"})
+    ack = await socket.recv_until("ack")
+    text, finished = await socket.reply(ack["reply"])
+    assert finished["status"] == "complete" and text == DEFAULT_REPLY
+    await settle_runs()
+    await bad.arefresh_from_db()
+    await good.arefresh_from_db()
+    assert bad.last_error and bad_secret not in bad.last_error and bad.is_failing
+    assert (await Usage.objects.aget(message_id=ack["reply"])).api_key_id == good.pk
+    await wait_for(lambda: ApiKey.objects.get(pk=good.pk).last_used is not None)
+    assert bad_secret not in str(socket.frames)
+    await socket.close()
+
+
+async def test_openrouters_own_429_is_not_our_rate_limit(user, chat_socket, settings):
+    settings.STREAMCHAT = {**settings.STREAMCHAT, "RETRY_AFTER_MAX": 1.0}
+    await sync_to_async(enable)("simulator/rate-limit?retry_after=42", is_default=True)
+    socket = await chat_socket(user)
+    await socket.send({"type": "send", "client_id": "429", "content": "Too many"})
+    ack = await socket.recv_until("ack")
+    _, finished = await socket.reply(ack["reply"])
+    assert finished["status"] == "error"
+    assert finished["error"]["code"] == "upstream_rate_limited" and finished["error"]["retry_after"] == 42
+    await settle_runs()
+    assert (await Usage.objects.aget(message_id=ack["reply"])).error_code == "upstream_rate_limited"
+    assert await Message.objects.filter(pk=ack["message"], content="Too many").aexists()
+    await socket.close()

@@ -154,7 +154,8 @@ async def test_ws22_second_send_while_streaming_is_busy(user, chat_socket, simul
     busy = await socket.recv_until("error")
     assert busy["code"] == "busy" and busy["client_id"] == "two"
     await socket.send({"type": "stop", "reply": ack["reply"]})
-    _, finished = await socket.reply(ack["reply"])
+    seen = "".join(f["text"] for f in socket.frames if f["type"] == "delta")
+    _, finished = await socket.reply(ack["reply"], known=seen)
     assert finished["status"] == "stopped"
     assert await Message.objects.filter(content="Second").acount() == 0
     await socket.close()

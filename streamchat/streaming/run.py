@@ -140,9 +140,8 @@ class ReplyRun:
     async def _consume(self) -> None:
         try:
             keys = await key_store.ausable_keys()
-            self.stream = stream = await open_stream(
-                self.request, keys, on_key_failure=key_store.arecord_key_failure
-            )
+            self.stream = stream = await open_stream(self.request, keys, on_key_failure=_record_key_failure)
+            self.hub.spawn(key_store.arecord_key_used(stream.key))  # off the first token's path
             try:
                 limit = app_settings.MAX_REPLY_CHARS
                 async for event in stream:
@@ -237,7 +236,7 @@ class ReplyRun:
         self.status = status
         model_used = (self.finish.model if self.finish else "") or self.model.model_id
         usage_fields = self._usage_fields(status, model_used, content)
-        error_code = self.error.code if self.error else ""
+        error_code = _error_code(self.error)
         error_message = self.error.message if self.error else ""
         try:
             reply, usage_row = await database_sync_to_async(store.finish_reply)(
@@ -273,7 +272,7 @@ class ReplyRun:
             "length": self.length,
             "usage": usage,
             "ttft_ms": usage_fields["time_to_first_token_ms"],
-            "error": {"code": error_code, "message": error_message} if self.error else None,
+            "error": _error_frame(self.error),
         }
         self.finished_frame = frame
         for follower in list(self.followers):
@@ -311,7 +310,7 @@ class ReplyRun:
             "generation_id": (self.finish.generation_id if self.finish else "")
             or (self.stream.generation_id if self.stream else ""),
             "outcome": status,
-            "error_code": self.error.code if self.error else "",
+            "error_code": _error_code(self.error),
         }
         if report is not None:
             cost = report.cost
@@ -380,3 +379,26 @@ class ReplyRun:
                 figures[ours] = data[theirs]
         if figures:
             await database_sync_to_async(store.update_usage_cost)(usage_id, figures)
+
+
+async def _record_key_failure(key: key_store.KeyChoice, error: OpenRouterError) -> None:
+    await key_store.arecord_key_failure(key, error.message)
+
+
+# OpenRouter's own 429 is kept apart from our limits' ``rate_limited`` in what users and admins see.
+_UPSTREAM_CODES = {"rate_limited": "upstream_rate_limited"}
+
+
+def _error_code(error: OpenRouterError | None) -> str:
+    if error is None:
+        return ""
+    return _UPSTREAM_CODES.get(error.code, error.code)
+
+
+def _error_frame(error: OpenRouterError | None) -> dict[str, Any] | None:
+    if error is None:
+        return None
+    frame: dict[str, Any] = {"code": _error_code(error), "message": error.message}
+    if error.retry_after is not None:
+        frame["retry_after"] = round(error.retry_after, 1)
+    return frame
