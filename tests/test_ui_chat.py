@@ -204,7 +204,7 @@ def test_regenerate_and_edit_keep_the_earlier_branches(
 def test_st02_reload_mid_reply_continues_without_gap_or_duplicate(
     page: Any, login: Any, user: Any, simulator: Any, screenshot: Any, browser_events: Any
 ) -> None:
-    tokens = 240
+    tokens = 160
     enable(f"simulator/long?tokens={tokens}")
     simulator.token_delay = 0.02
     expected = long_reply(tokens)
@@ -235,7 +235,7 @@ def test_st02_reload_mid_reply_continues_without_gap_or_duplicate(
 def test_socket_reconnects_by_itself_and_the_reply_resumes(
     page: Any, login: Any, user: Any, simulator: Any, browser_events: Any
 ) -> None:
-    tokens = 200
+    tokens = 150
     enable(f"simulator/long?tokens={tokens}")
     simulator.token_delay = 0.02
     page.add_init_script(SOCKET_PROBE)

@@ -605,10 +605,15 @@
 
   function refreshAllPending() { state.pending.forEach(refreshPending); }
 
+  var lastReplyRequestAt = 0; // the last stop or resume sent
+
   function askResume(message, force) {
     var now = Date.now();
     if (!force && now - message.resumeAt < RESUME_RETRY_MS) return;
-    if (sendFrame({ type: "resume", reply: message.id, offset: message.cp })) message.resumeAt = now;
+    if (sendFrame({ type: "resume", reply: message.id, offset: message.cp })) {
+      message.resumeAt = now;
+      lastReplyRequestAt = now;
+    }
   }
 
   function handleFrame(frame) {
@@ -770,6 +775,12 @@
       refreshComposer();
       return;
     }
+    if (frame.code === "not_found" && Date.now() - lastReplyRequestAt < 5000) {
+      // The answer to a stop or resume of a reply that ended or is gone (the frame names no
+      // reply): reload what the server holds rather than show a puzzling error.
+      if (state.conversationId != null) openConversation(state.conversationId, { keep: true });
+      return;
+    }
     showComposerError(errorText(frame));
   }
 
@@ -799,6 +810,15 @@
     showComposerError("");
     if (liveReply()) {
       showComposerError("A reply is still streaming: wait for it or stop it.");
+      return;
+    }
+    var waiting = false;
+    state.pending.forEach(function (p) {
+      if (p.conversation === state.conversationId && !p.error) waiting = true;
+    });
+    if (waiting) {
+      // A second message before the first is acknowledged could start a second new conversation.
+      showComposerError("Your previous message is still being sent.");
       return;
     }
     var parent = leafId();
@@ -879,7 +899,7 @@
 
   function stopReply() {
     var live = liveReply();
-    if (live) sendFrame({ type: "stop", reply: live.id });
+    if (live && sendFrame({ type: "stop", reply: live.id })) lastReplyRequestAt = Date.now();
   }
 
   function copyText(text, buttonEl) {
@@ -1035,6 +1055,7 @@
   }
 
   function renderList() {
+    if (state.renaming) return; // redrawn when the rename ends
     var items = state.conversations.map(function (c) {
       var li = document.createElement("li");
       li.className = "sc-conversation";
@@ -1093,12 +1114,14 @@
     input.maxLength = 200;
     input.setAttribute("aria-label", "New title");
     li.replaceChildren(input);
+    state.renaming = true;
     input.focus();
     input.select();
     var finished = false;
     function finish(save) {
       if (finished) return;
       finished = true;
+      state.renaming = false;
       var title = input.value.trim();
       if (!save || !title || title === item.title) { renderList(); return; }
       api(conversationApi(id), { method: "PATCH", body: { title: title } }).then(function (data) {
