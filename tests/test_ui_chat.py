@@ -101,7 +101,8 @@ def test_send_streams_with_several_paints_and_renders_markdown(
     assert page.locator(".sc-msg").count() == 0
     page.press("#sc-input", "Enter")
 
-    page.locator(f'{REPLY}[data-status="streaming"]').wait_for()
+    page.locator(f'{REPLY}[data-status="streaming"][aria-busy="true"]').wait_for()
+    assert page.get_attribute("#sc-messages", "role") == "log"  # a live region for the reply
     assert page.input_value("#sc-input") == ""
     page.locator("#sc-stop").wait_for()  # Stop replaces Send while the reply streams
     screenshot(page, "streaming")
@@ -133,6 +134,12 @@ def test_send_streams_with_several_paints_and_renders_markdown(
         f'#sc-conversations li[data-id="{conversation.pk}"] a[aria-current="page"]'
     ).wait_for()
     assert page.locator("#sc-send").is_visible() and not page.locator("#sc-stop").is_visible()
+    assert reply.get_attribute("aria-busy") is None
+    # Copy puts the reply's Markdown source on the clipboard.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    reply.locator("button[data-action=copy]").click()
+    reply.locator("button[data-action=copy]", has_text="Copied").wait_for()
+    assert page.evaluate("() => navigator.clipboard.readText()") == DEFAULT_REPLY
     assert_clean(browser_events)
 
 
