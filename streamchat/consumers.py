@@ -137,41 +137,37 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return await database_sync_to_async(_session_matches)(session.__class__, key, self.user)
 
     async def on_send(self, frame: dict[str, Any]) -> None:
-        follower = self._new_follower()
-        accepted = await engine.asend(
-            self.user,
-            client_id=frame.get("client_id"),  # type: ignore[arg-type]
-            content=frame.get("content"),  # type: ignore[arg-type]
+        await self._start_reply(
+            engine.asend,
+            frame,
+            content=frame.get("content"),
             conversation_id=engine.validate_id(frame.get("conversation"), "conversation", optional=True),
             parent_id=engine.validate_id(frame.get("parent"), "parent", optional=True),
-            model=frame.get("model"),
-            options=engine.validate_options(frame.get("temperature"), frame.get("max_tokens")),
-            follower=follower,
         )
-        await self._started(accepted, follower)
 
     async def on_regenerate(self, frame: dict[str, Any]) -> None:
-        follower = self._new_follower()
-        accepted = await engine.aregenerate(
-            self.user,
-            reply_id=engine.validate_id(frame.get("reply"), "reply"),  # type: ignore[arg-type]
-            client_id=frame.get("client_id"),  # type: ignore[arg-type]
-            model=frame.get("model"),
-            options=engine.validate_options(frame.get("temperature"), frame.get("max_tokens")),
-            follower=follower,
+        await self._start_reply(
+            engine.aregenerate, frame, reply_id=engine.validate_id(frame.get("reply"), "reply")
         )
-        await self._started(accepted, follower)
 
     async def on_edit(self, frame: dict[str, Any]) -> None:
-        follower = self._new_follower()
-        accepted = await engine.aedit(
+        await self._start_reply(
+            engine.aedit,
+            frame,
+            message_id=engine.validate_id(frame.get("message"), "message"),
+            content=frame.get("content"),
+        )
+
+    async def _start_reply(self, start: Any, frame: dict[str, Any], **fields: Any) -> None:
+        """Call an engine entry point with the fields every reply-starting frame shares."""
+        follower = SocketFollower(self, 0, paused=True)  # learns its reply id in _started
+        accepted = await start(
             self.user,
-            message_id=engine.validate_id(frame.get("message"), "message"),  # type: ignore[arg-type]
-            content=frame.get("content"),  # type: ignore[arg-type]
-            client_id=frame.get("client_id"),  # type: ignore[arg-type]
+            client_id=frame.get("client_id"),
             model=frame.get("model"),
             options=engine.validate_options(frame.get("temperature"), frame.get("max_tokens")),
             follower=follower,
+            **fields,
         )
         await self._started(accepted, follower)
 
@@ -208,11 +204,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
     }
 
     # -- following replies -------------------------------------------------------------------
-
-    def _new_follower(self) -> SocketFollower:
-        """A paused follower for a reply about to start: deltas wait until ack and reply.started
-        went out. It learns its reply id in ``_started``."""
-        return SocketFollower(self, 0, paused=True)
 
     async def _started(self, accepted: engine.Accepted, follower: SocketFollower) -> None:
         follower.reply_id = follower.coalescer.reply_id = accepted.reply_id
