@@ -1,7 +1,8 @@
 """Settings for the streamchat demo site, read from the environment with safe defaults.
 
 Environment: DATABASE_URL (SQLite file by default), REDIS_URL (unset: in-memory channel layer),
-OPENROUTER_API_KEY, OPENROUTER_BASE_URL, SECRET_KEY, DEBUG, ALLOWED_HOSTS, STREAMCHAT_ENCRYPTION_KEYS.
+OPENROUTER_API_KEY, OPENROUTER_BASE_URL, SECRET_KEY, DEBUG, ALLOWED_HOSTS,
+STREAMCHAT_ENCRYPTION_KEYS.
 """
 
 from __future__ import annotations
@@ -91,7 +92,9 @@ if REDIS_URL:
             "CONFIG": {
                 # redis-py 8 closes sockets idle for 5 s by default, which tears down idle
                 # consumers' BLPOPs (channels_redis issue 422): no socket timeout here.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": None, "socket_connect_timeout": 5}],
+                "hosts": [
+                    {"address": REDIS_URL, "socket_timeout": None, "socket_connect_timeout": 5}
+                ],
             },
         }
     }
@@ -130,5 +133,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"streamchat": {"handlers": ["console"], "level": os.environ.get("STREAMCHAT_LOG_LEVEL", "INFO")}},
+    "loggers": {
+        "streamchat": {
+            "handlers": ["console"],
+            "level": os.environ.get("STREAMCHAT_LOG_LEVEL", "INFO"),
+        }
+    },
 }

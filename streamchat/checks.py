@@ -93,8 +93,8 @@ def check_encryption_keys(app_configs: Any = None, **kwargs: Any) -> list[CheckM
         return [
             Error(
                 problem,
-                hint="Generate a key with: python -c \"from cryptography.fernet import Fernet; "
-                "print(Fernet.generate_key().decode())\" and list keys newest first.",
+                hint='Generate a key with: python -c "from cryptography.fernet import Fernet; '
+                'print(Fernet.generate_key().decode())" and list keys newest first.',
                 id="streamchat.E010",
             )
             for problem in key_problems(keys)

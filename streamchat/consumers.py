@@ -86,7 +86,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             else:
                 await self.channel_layer.group_discard(reply_group(reply_id), self.channel_name)
         for conversation_id in getattr(self, "subscribed", set()):
-            await self.channel_layer.group_discard(conversation_group(conversation_id), self.channel_name)
+            await self.channel_layer.group_discard(
+                conversation_group(conversation_id), self.channel_name
+            )
         if getattr(self, "user", None) is not None and self.user.is_authenticated:
             logger.info("websocket closed: user=%s code=%s", self.user.pk, code)
 
@@ -115,7 +117,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if not isinstance(frame, dict):
                 raise ChatError("bad_json", "The frame must be a JSON object.")
             if not await self._session_still_valid():
-                await self.send_frame(ChatError("auth_expired", "Your session ended: log in again.").as_frame())
+                await self.send_frame(
+                    ChatError("auth_expired", "Your session ended: log in again.").as_frame()
+                )
                 await self.close(code=CLOSE_UNAUTHENTICATED)
                 return
             handler = self.HANDLERS.get(frame.get("type"))  # type: ignore[arg-type]
@@ -141,7 +145,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             engine.asend,
             frame,
             content=frame.get("content"),
-            conversation_id=engine.validate_id(frame.get("conversation"), "conversation", optional=True),
+            conversation_id=engine.validate_id(
+                frame.get("conversation"), "conversation", optional=True
+            ),
             parent_id=engine.validate_id(frame.get("parent"), "parent", optional=True),
         )
 
@@ -188,7 +194,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await database_sync_to_async(store.owned_conversation)(self.user.pk, conversation_id)
         if conversation_id not in self.subscribed:
             self.subscribed.add(conversation_id)  # type: ignore[arg-type]
-            await self.channel_layer.group_add(conversation_group(conversation_id), self.channel_name)  # type: ignore[arg-type]
+            await self.channel_layer.group_add(
+                conversation_group(conversation_id), self.channel_name
+            )  # type: ignore[arg-type]
 
     async def on_ping(self, frame: dict[str, Any]) -> None:
         await self.send_frame({"type": "pong"})
@@ -219,10 +227,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         if accepted.conversation_id not in self.subscribed:
             self.subscribed.add(accepted.conversation_id)
-            await self.channel_layer.group_add(conversation_group(accepted.conversation_id), self.channel_name)
+            await self.channel_layer.group_add(
+                conversation_group(accepted.conversation_id), self.channel_name
+            )
         if accepted.new_conversation:
             await self.send_frame(
-                {"type": "conversation.updated", "conversation": accepted.conversation_id, "title": accepted.title}
+                {
+                    "type": "conversation.updated",
+                    "conversation": accepted.conversation_id,
+                    "title": accepted.title,
+                }
             )
         if accepted.duplicate:
             if accepted.reply_id and accepted.run is None:
@@ -270,7 +284,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 control_group(reply_id), {"type": "streamchat.watch", "reply": reply_id}
             )
         if offset < len(reply.content):
-            await self.send_frame({"type": "delta", "reply": reply_id, "offset": offset, "text": reply.content[offset:]})
+            await self.send_frame(
+                {
+                    "type": "delta",
+                    "reply": reply_id,
+                    "offset": offset,
+                    "text": reply.content[offset:],
+                }
+            )
         self.remote_known[reply_id] = max(offset, len(reply.content))
         if reply.is_final:
             await self._drop_remote(reply_id)
@@ -287,7 +308,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         reply = await database_sync_to_async(_owned_reply)(self.user.pk, reply_id)
         known = self.remote_known.get(reply_id, 0)
         if reply is not None and len(reply.content) > known:
-            await self.send_frame({"type": "delta", "reply": reply_id, "offset": known, "text": reply.content[known:]})
+            await self.send_frame(
+                {"type": "delta", "reply": reply_id, "offset": known, "text": reply.content[known:]}
+            )
             self.remote_known[reply_id] = len(reply.content)
 
     # -- channel-layer events ----------------------------------------------------------------
@@ -304,7 +327,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             known = self.remote_known[reply_id]
         end = base + len(text)
         if end > known >= base:
-            await self.send_frame({"type": "delta", "reply": reply_id, "offset": known, "text": text[known - base :]})
+            await self.send_frame(
+                {"type": "delta", "reply": reply_id, "offset": known, "text": text[known - base :]}
+            )
             self.remote_known[reply_id] = end
 
     async def streamchat_finished(self, event: dict[str, Any]) -> None:

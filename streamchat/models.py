@@ -26,7 +26,10 @@ class Conversation(models.Model):
     )
     title = models.CharField(_("title"), max_length=200, blank=True)
     model = models.CharField(
-        _("model"), max_length=200, blank=True, help_text=_("OpenRouter model id, e.g. openai/gpt-4o.")
+        _("model"),
+        max_length=200,
+        blank=True,
+        help_text=_("OpenRouter model id, e.g. openai/gpt-4o."),
     )
     # Client id of the send that created the conversation: a retried first send finds it again.
     client_id = models.CharField(_("client id"), max_length=64, blank=True, editable=False)
@@ -67,7 +70,10 @@ class Message(models.Model):
     FINAL_STATUSES = (Status.COMPLETE, Status.STOPPED, Status.ERROR, Status.INTERRUPTED)
 
     conversation = models.ForeignKey(
-        Conversation, on_delete=models.CASCADE, related_name="messages", verbose_name=_("conversation")
+        Conversation,
+        on_delete=models.CASCADE,
+        related_name="messages",
+        verbose_name=_("conversation"),
     )
     # Replies, regenerations and edits form a tree: siblings share a parent.
     parent = models.ForeignKey(
@@ -136,7 +142,9 @@ class ApiKey(models.Model):
     )
     is_active = models.BooleanField(_("active"), default=True)
     priority = models.PositiveSmallIntegerField(
-        _("priority"), default=100, help_text=_("Lower is tried first; the next key takes over on failure.")
+        _("priority"),
+        default=100,
+        help_text=_("Lower is tried first; the next key takes over on failure."),
     )
     last_used = models.DateTimeField(_("last used"), null=True, blank=True, editable=False)
     last_verified = models.DateTimeField(_("last verified"), null=True, blank=True, editable=False)
@@ -144,7 +152,9 @@ class ApiKey(models.Model):
     last_error_at = models.DateTimeField(_("last error at"), null=True, blank=True, editable=False)
     created = models.DateTimeField(_("created"), default=timezone.now, editable=False)
     # What OpenRouter's /key said at the last verify: label, limit, usage, limit_remaining (USD).
-    account = models.JSONField(_("account at last verify"), default=dict, blank=True, editable=False)
+    account = models.JSONField(
+        _("account at last verify"), default=dict, blank=True, editable=False
+    )
 
     class Meta:
         verbose_name = _("OpenRouter API key")
@@ -173,7 +183,9 @@ class ChatModel(models.Model):
     display_name = models.CharField(_("display name"), max_length=200, blank=True)
     enabled = models.BooleanField(_("enabled"), default=False)
     is_default = models.BooleanField(
-        _("default"), default=False, help_text=_("Used when a user does not pick a model. Exactly one.")
+        _("default"),
+        default=False,
+        help_text=_("Used when a user does not pick a model. Exactly one."),
     )
     default_temperature = models.DecimalField(
         _("default temperature"), max_digits=3, decimal_places=2, null=True, blank=True
@@ -216,7 +228,9 @@ class ChatModel(models.Model):
         ordering = ["-is_default", "display_name", "model_id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["is_default"], condition=Q(is_default=True), name="streamchat_one_default_model"
+                fields=["is_default"],
+                condition=Q(is_default=True),
+                name="streamchat_one_default_model",
             )
         ]
 
@@ -228,7 +242,9 @@ class ChatModel(models.Model):
         # never more than one (the constraint) and choosing one never fails.
         with transaction.atomic():
             if self.is_default:
-                ChatModel.objects.filter(is_default=True).exclude(pk=self.pk).update(is_default=False)
+                ChatModel.objects.filter(is_default=True).exclude(pk=self.pk).update(
+                    is_default=False
+                )
             super().save(*args, **kwargs)
 
     def cost_for(self, prompt_tokens: int, completion_tokens: int) -> Decimal | None:
@@ -236,7 +252,9 @@ class ChatModel(models.Model):
         if self.prompt_price is None or self.completion_price is None:
             return None
         million = Decimal(1_000_000)
-        return (self.prompt_price * prompt_tokens + self.completion_price * completion_tokens) / million
+        return (
+            self.prompt_price * prompt_tokens + self.completion_price * completion_tokens
+        ) / million
 
 
 class RateLimit(models.Model):
@@ -262,13 +280,17 @@ class RateLimit(models.Model):
         related_name="streamchat_limit",
         verbose_name=_("user"),
     )
-    requests_per_minute = models.PositiveIntegerField(_("requests per minute"), null=True, blank=True)
+    requests_per_minute = models.PositiveIntegerField(
+        _("requests per minute"), null=True, blank=True
+    )
     requests_per_day = models.PositiveIntegerField(_("requests per day"), null=True, blank=True)
     tokens_per_day = models.PositiveIntegerField(_("tokens per day"), null=True, blank=True)
     spend_per_month = models.DecimalField(
         _("spend per month (USD)"), max_digits=12, decimal_places=4, null=True, blank=True
     )
-    concurrent_streams = models.PositiveSmallIntegerField(_("concurrent streams"), null=True, blank=True)
+    concurrent_streams = models.PositiveSmallIntegerField(
+        _("concurrent streams"), null=True, blank=True
+    )
 
     LIMIT_FIELDS = (
         "requests_per_minute",
@@ -359,7 +381,9 @@ class Usage(models.Model):
     prompt_tokens = models.PositiveIntegerField(_("prompt tokens"), default=0)
     completion_tokens = models.PositiveIntegerField(_("completion tokens"), default=0)
     reasoning_tokens = models.PositiveIntegerField(_("reasoning tokens"), default=0)
-    cost = models.DecimalField(_("cost (USD)"), max_digits=18, decimal_places=10, default=Decimal(0))
+    cost = models.DecimalField(
+        _("cost (USD)"), max_digits=18, decimal_places=10, default=Decimal(0)
+    )
     cost_source = models.CharField(
         _("cost source"), max_length=16, choices=CostSource.choices, default=CostSource.UNKNOWN
     )

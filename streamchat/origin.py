@@ -36,7 +36,13 @@ def parse_origin(value: str | None) -> Origin | None:
         return None
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
         return None
-    if parts.username or parts.password or parts.path not in ("", "/") or parts.query or parts.fragment:
+    if (
+        parts.username
+        or parts.password
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
         return None
     return parts.scheme, parts.hostname.lower(), port or DEFAULT_PORTS[parts.scheme]
 
@@ -95,6 +101,8 @@ class SameOriginValidator(OriginValidator):
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         if scope["type"] != "websocket":
             raise ValueError("SameOriginValidator only guards websocket connections")
-        if origin_allowed(_header(scope, b"origin"), _header(scope, b"host"), scope.get("scheme", "ws")):
+        if origin_allowed(
+            _header(scope, b"origin"), _header(scope, b"host"), scope.get("scheme", "ws")
+        ):
             return await self.application(scope, receive, send)
         return await WebsocketDenier()(scope, receive, send)

@@ -85,7 +85,9 @@ class ChatSocket:
             if frame["type"] == type_ and all(frame.get(k) == v for k, v in match.items()):
                 return frame
 
-    async def reply(self, reply_id: int, *, known: str = "", timeout: float = 10) -> tuple[str, dict[str, Any]]:
+    async def reply(
+        self, reply_id: int, *, known: str = "", timeout: float = 10
+    ) -> tuple[str, dict[str, Any]]:
         """Reassemble a reply from delta frames by offset (asserting no gap and no repeat) until its
         finish frame: (text, finish frame)."""
         text = known
@@ -94,7 +96,9 @@ class ChatSocket:
             if frame.get("reply") != reply_id:
                 continue
             if frame["type"] == "delta":
-                assert frame["offset"] == len(text), f"gap or repeat at {frame['offset']} (have {len(text)})"
+                assert frame["offset"] == len(text), (
+                    f"gap or repeat at {frame['offset']} (have {len(text)})"
+                )
                 text += frame["text"]
             elif frame["type"] == "reply.finished":
                 return text, frame

@@ -33,9 +33,12 @@ def test_database_url() -> str:
 
 
 class DaphneServer:
-    """``python -m daphne`` in its own process, with the test's database and the simulator upstream."""
+    """``python -m daphne`` in its own process, with the test's database and the simulator
+    upstream."""
 
-    def __init__(self, *, simulator: Any = None, env: dict[str, str] | None = None, log: Path | None = None) -> None:
+    def __init__(
+        self, *, simulator: Any = None, env: dict[str, str] | None = None, log: Path | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
@@ -53,7 +56,16 @@ class DaphneServer:
         self.log_path = log or ROOT / "var" / f"daphne-{self.port}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "orchat_site.asgi:application"],
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "orchat_site.asgi:application",
+            ],
             cwd=ROOT,
             env=environment,
             stdout=self._log,

@@ -29,7 +29,9 @@ def test_the_database_refuses_two_defaults_written_around_save():
 
 
 def test_cost_from_the_price_table():
-    model = ChatModel(model_id="x/y", prompt_price=Decimal("0.15"), completion_price=Decimal("0.60"))
+    model = ChatModel(
+        model_id="x/y", prompt_price=Decimal("0.15"), completion_price=Decimal("0.60")
+    )
     assert model.cost_for(1_000_000, 500_000) == Decimal("0.45")
     assert ChatModel(model_id="x/z").cost_for(10, 10) is None
 
@@ -38,7 +40,11 @@ def test_deleting_a_conversation_keeps_its_usage(conversation_factory):
     conversation = conversation_factory(title="Budget talk")
     reply = Message.objects.create(conversation=conversation, role="assistant", content="hi")
     Usage.objects.create(
-        user=conversation.owner, message=reply, outcome="complete", cost=Decimal("0.25"), prompt_tokens=5
+        user=conversation.owner,
+        message=reply,
+        outcome="complete",
+        cost=Decimal("0.25"),
+        prompt_tokens=5,
     )
     conversation.delete()
     row = Usage.objects.get()

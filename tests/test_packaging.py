@@ -16,7 +16,18 @@ ROOT = Path(__file__).resolve().parent.parent
 def wheel(tmp_path_factory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("dist")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
         check=True,
         timeout=300,
     )
@@ -27,9 +38,11 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
 @pytest.mark.once
 def test_wheel_contains_the_app_and_nothing_of_the_demo(wheel):
     names = set(wheel.namelist())
-    source = {f"streamchat/{p.relative_to(ROOT / 'streamchat')}".replace("\\", "/")
-              for p in (ROOT / "streamchat").rglob("*")
-              if p.is_file() and "__pycache__" not in p.parts}
+    source = {
+        f"streamchat/{p.relative_to(ROOT / 'streamchat')}".replace("\\", "/")
+        for p in (ROOT / "streamchat").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
     missing = source - names
     assert not missing, f"missing from the wheel: {sorted(missing)}"
     assert "streamchat/py.typed" in names

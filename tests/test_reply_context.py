@@ -1,4 +1,5 @@
-"""What a reply sends upstream: system prompt, the branch it answers, trimmed to the context length."""
+"""What a reply sends upstream: system prompt, the branch it answers, trimmed to the context
+length."""
 
 from __future__ import annotations
 
@@ -32,7 +33,11 @@ def test_failed_and_empty_replies_add_nothing_but_partial_text_is_kept():
         turn("assistant", "half", status="stopped"),
         turn("user", "c"),
     ]
-    assert [m["content"] for m in build_messages(branch, ModelChoice("x/y"), None)] == ["a", "half", "c"]
+    assert [m["content"] for m in build_messages(branch, ModelChoice("x/y"), None)] == [
+        "a",
+        "half",
+        "c",
+    ]
 
 
 def test_oldest_turns_are_dropped_to_fit_the_context_length():
@@ -48,7 +53,12 @@ def test_oldest_turns_are_dropped_to_fit_the_context_length():
 
 @pytest.mark.parametrize(
     ("raw", "clean"),
-    [("plain", "plain"), ("nul\x00here", "nulhere"), ("lone \ud800 surrogate", "lone  surrogate"), ("emoji 😀", "emoji 😀")],
+    [
+        ("plain", "plain"),
+        ("nul\x00here", "nulhere"),
+        ("lone \ud800 surrogate", "lone  surrogate"),
+        ("emoji 😀", "emoji 😀"),
+    ],
 )
 def test_text_rule_removes_nul_and_lone_surrogates_only(raw, clean):
     assert clean_text(raw) == clean

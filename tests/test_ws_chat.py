@@ -44,7 +44,9 @@ async def settle_runs():
 
 async def test_send_streams_a_reply_and_stores_it(user, chat_socket, simulator):
     socket = await chat_socket(user)
-    await socket.send({"type": "send", "client_id": "c-1", "content": "Hello there", "conversation": None})
+    await socket.send(
+        {"type": "send", "client_id": "c-1", "content": "Hello there", "conversation": None}
+    )
     ack = await socket.recv_until("ack")
     started = await socket.recv_until("reply.started")
     assert started["reply"] == ack["reply"] and started["conversation"] == ack["conversation"]
@@ -84,7 +86,9 @@ async def test_follow_up_sends_the_branch_as_context(user, chat_socket, simulato
     await socket.send({"type": "send", "client_id": "a", "content": "first question"})
     ack = await socket.recv_until("ack")
     await socket.reply(ack["reply"])
-    await socket.send({"type": "send", "client_id": "b", "content": "second", "conversation": ack["conversation"]})
+    await socket.send(
+        {"type": "send", "client_id": "b", "content": "second", "conversation": ack["conversation"]}
+    )
     ack2 = await socket.recv_until("ack")
     text, _ = await socket.reply(ack2["reply"])
     assert text == "second"
@@ -134,7 +138,9 @@ async def test_st01_reply_outlives_the_socket(user, chat_socket, simulator):
     assert await Usage.objects.filter(message_id=ack["reply"], outcome="complete").acount() == 1
 
 
-async def test_reconnect_and_resume_gets_the_rest_without_gap_or_repeat(user, chat_socket, simulator):
+async def test_reconnect_and_resume_gets_the_rest_without_gap_or_repeat(
+    user, chat_socket, simulator
+):
     simulator.token_delay = 0.01
     first = await chat_socket(user)
     await first.send({"type": "send", "client_id": "r", "content": "Resume me"})
@@ -166,13 +172,17 @@ async def test_two_tabs_see_the_same_reply(user, chat_socket, simulator):
     await tab2.send({"type": "subscribe", "conversation": ack["conversation"]})
     await tab2.send({"type": "ping"})
     await tab2.recv_until("pong")
-    await tab1.send({"type": "send", "client_id": "t2", "content": "Two", "conversation": ack["conversation"]})
+    await tab1.send(
+        {"type": "send", "client_id": "t2", "content": "Two", "conversation": ack["conversation"]}
+    )
     ack2 = await tab1.recv_until("ack")
     started = await tab2.recv_until("reply.started")
     assert started["reply"] == ack2["reply"]
     text2, finished2 = await tab2.reply(ack2["reply"])
     text1, finished1 = await tab1.reply(ack2["reply"])
-    assert text1 == text2 == DEFAULT_REPLY and finished1["status"] == finished2["status"] == "complete"
+    assert (
+        text1 == text2 == DEFAULT_REPLY and finished1["status"] == finished2["status"] == "complete"
+    )
     await tab1.close()
     await tab2.close()
 
@@ -186,7 +196,11 @@ async def test_the_same_client_id_twice_makes_one_message_and_one_reply(user, ch
     await socket.send(frame)
     again = await socket.recv_until("ack")
     assert again["duplicate"] is True
-    assert (again["message"], again["reply"], again["conversation"]) == (ack["message"], ack["reply"], ack["conversation"])
+    assert (again["message"], again["reply"], again["conversation"]) == (
+        ack["message"],
+        ack["reply"],
+        ack["conversation"],
+    )
     await settle_runs()
     assert await Message.objects.acount() == 2 and await Usage.objects.acount() == 1
     await socket.close()
@@ -215,7 +229,9 @@ async def test_edit_starts_a_new_branch_beside_the_old_question(user, chat_socke
     await socket.send({"type": "send", "client_id": "e0", "content": "Original"})
     ack = await socket.recv_until("ack")
     await socket.reply(ack["reply"])
-    await socket.send({"type": "edit", "message": ack["message"], "content": "Edited", "client_id": "e1"})
+    await socket.send(
+        {"type": "edit", "message": ack["message"], "content": "Edited", "client_id": "e1"}
+    )
     edit = await socket.recv_until("ack")
     text, _ = await socket.reply(edit["reply"])
     assert text == "Edited"
@@ -249,13 +265,17 @@ async def test_upstream_refusal_before_streaming_keeps_the_question(user, chat_s
     await socket.send({"type": "send", "client_id": "mod", "content": "Something flagged"})
     ack = await socket.recv_until("ack")
     text, finished = await socket.reply(ack["reply"])
-    assert text == "" and finished["status"] == "error" and finished["error"]["code"] == "moderation"
+    assert (
+        text == "" and finished["status"] == "error" and finished["error"]["code"] == "moderation"
+    )
     await settle_runs()
     assert await Message.objects.filter(pk=ack["message"], content="Something flagged").aexists()
     await socket.close()
 
 
-async def test_database_writes_do_not_grow_with_the_reply_length(user, chat_socket, simulator, settings):
+async def test_database_writes_do_not_grow_with_the_reply_length(
+    user, chat_socket, simulator, settings
+):
     """ST-15: a 500-token reply writes about as often as a 50-token one of the same duration."""
     from django.db import connection
 
@@ -273,7 +293,14 @@ async def test_database_writes_do_not_grow_with_the_reply_length(user, chat_sock
             await sync_to_async(enable)(f"simulator/long?tokens={tokens}")
             socket = await chat_socket(user)
             writes.clear()
-            await socket.send({"type": "send", "client_id": f"n{tokens}", "content": "Count", "model": f"simulator/long?tokens={tokens}"})
+            await socket.send(
+                {
+                    "type": "send",
+                    "client_id": f"n{tokens}",
+                    "content": "Count",
+                    "model": f"simulator/long?tokens={tokens}",
+                }
+            )
             simulator.token_delay = delay
             ack = await socket.recv_until("ack")
             await socket.reply(ack["reply"])
@@ -314,7 +341,10 @@ async def test_signals_fire_once_per_reply_with_its_rows(user, chat_socket):
     finally:
         signals.reply_finished.disconnect(on_finished)
         signals.usage_recorded.disconnect(on_usage)
-    assert seen == [("finished", ack["reply"], "complete", "complete"), ("usage", ack["reply"], True)]
+    assert seen == [
+        ("finished", ack["reply"], "complete", "complete"),
+        ("usage", ack["reply"], True),
+    ]
     await socket.close()
 
 
@@ -331,16 +361,23 @@ async def test_nul_and_lone_surrogates_are_removed_the_same_way_everywhere(user,
     await socket.close()
 
 
-async def test_a_failing_key_is_marked_and_the_next_key_answers(user, chat_socket, simulator, settings):
+async def test_a_failing_key_is_marked_and_the_next_key_answers(
+    user, chat_socket, simulator, settings
+):
     from streamchat.crypto import encrypt
     from streamchat.keys import key_hint
     from streamchat.models import ApiKey
 
     settings.STREAMCHAT = {**settings.STREAMCHAT, "API_KEY": None}
     bad_secret = "sk-or-v1-" + "0" * 40
-    bad = await ApiKey.objects.acreate(label="old", secret_encrypted=encrypt(bad_secret), hint=key_hint(bad_secret), priority=1)
+    bad = await ApiKey.objects.acreate(
+        label="old", secret_encrypted=encrypt(bad_secret), hint=key_hint(bad_secret), priority=1
+    )
     good = await ApiKey.objects.acreate(
-        label="new", secret_encrypted=encrypt(simulator.api_key), hint=key_hint(simulator.api_key), priority=2
+        label="new",
+        secret_encrypted=encrypt(simulator.api_key),
+        hint=key_hint(simulator.api_key),
+        priority=2,
     )
     socket = await chat_socket(user)
     await socket.send({"type": "send", "client_id": "keys", "content": "Which key?"})
@@ -365,7 +402,10 @@ async def test_openrouters_own_429_is_not_our_rate_limit(user, chat_socket, sett
     ack = await socket.recv_until("ack")
     _, finished = await socket.reply(ack["reply"])
     assert finished["status"] == "error"
-    assert finished["error"]["code"] == "upstream_rate_limited" and finished["error"]["retry_after"] == 42
+    assert (
+        finished["error"]["code"] == "upstream_rate_limited"
+        and finished["error"]["retry_after"] == 42
+    )
     await settle_runs()
     assert (await Usage.objects.aget(message_id=ack["reply"])).error_code == "upstream_rate_limited"
     assert await Message.objects.filter(pk=ack["message"], content="Too many").aexists()

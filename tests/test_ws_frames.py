@@ -29,10 +29,10 @@ async def still_usable(socket):
     ("raw", "code"),
     [
         ("not json", "bad_json"),
-        ("{\"type\": ", "bad_json"),
+        ('{"type": ', "bad_json"),
         ("[]", "bad_json"),
         ("5", "bad_json"),
-        ("\"send\"", "bad_json"),
+        ('"send"', "bad_json"),
         ("", "unsupported_data"),
     ],
 )
@@ -67,12 +67,36 @@ async def test_ws14_binary_frame(user, chat_socket):
         ({"type": "send", "client_id": "x", "content": "   "}, "invalid", "content"),
         ({"type": "send", "content": "hi"}, "invalid", "client_id"),
         ({"type": "send", "client_id": "x" * 65, "content": "hi"}, "invalid", "client_id"),
-        ({"type": "send", "client_id": "x", "content": "hi", "conversation": "1"}, "invalid", "conversation"),
-        ({"type": "send", "client_id": "x", "content": "hi", "temperature": 7}, "invalid", "temperature"),
-        ({"type": "send", "client_id": "x", "content": "hi", "temperature": "hot"}, "invalid", "temperature"),
-        ({"type": "send", "client_id": "x", "content": "hi", "max_tokens": 10**9}, "invalid", "max_tokens"),
-        ({"type": "send", "client_id": "x", "content": "hi", "max_tokens": True}, "invalid", "max_tokens"),
-        ({"type": "send", "client_id": "x", "content": "hi", "model": "openai/not-enabled"}, "model_unavailable", "model"),
+        (
+            {"type": "send", "client_id": "x", "content": "hi", "conversation": "1"},
+            "invalid",
+            "conversation",
+        ),
+        (
+            {"type": "send", "client_id": "x", "content": "hi", "temperature": 7},
+            "invalid",
+            "temperature",
+        ),
+        (
+            {"type": "send", "client_id": "x", "content": "hi", "temperature": "hot"},
+            "invalid",
+            "temperature",
+        ),
+        (
+            {"type": "send", "client_id": "x", "content": "hi", "max_tokens": 10**9},
+            "invalid",
+            "max_tokens",
+        ),
+        (
+            {"type": "send", "client_id": "x", "content": "hi", "max_tokens": True},
+            "invalid",
+            "max_tokens",
+        ),
+        (
+            {"type": "send", "client_id": "x", "content": "hi", "model": "openai/not-enabled"},
+            "model_unavailable",
+            "model",
+        ),
         ({"type": "send", "client_id": "x", "content": "hi", "model": 42}, "invalid", "model"),
         ({"type": "stop", "reply": "abc"}, "invalid", "reply"),
         ({"type": "resume", "reply": 1, "offset": -1}, "invalid", "offset"),
@@ -81,7 +105,9 @@ async def test_ws14_binary_frame(user, chat_socket):
     ],
 )
 async def test_ws18_wrong_shapes_name_the_field(user, chat_socket, frame, code, field):
-    await sync_to_async(ChatModel.objects.create)(model_id="openai/gpt-4o-mini", enabled=True, is_default=True)
+    await sync_to_async(ChatModel.objects.create)(
+        model_id="openai/gpt-4o-mini", enabled=True, is_default=True
+    )
     socket = await chat_socket(user)
     await socket.send(frame)
     error = await socket.recv()
@@ -116,14 +142,18 @@ async def test_message_longer_than_the_limit(user, chat_socket, settings):
 async def test_ws11_another_users_ids_answer_like_missing_ones(user_factory, chat_socket):
     owner, intruder = await sync_to_async(user_factory)(), await sync_to_async(user_factory)()
     conversation = await Conversation.objects.acreate(owner=owner, title="private")
-    question = await Message.objects.acreate(conversation=conversation, role="user", content="secret")
+    question = await Message.objects.acreate(
+        conversation=conversation, role="user", content="secret"
+    )
     reply = await Message.objects.acreate(
         conversation=conversation, role="assistant", parent=question, content="secret answer"
     )
     socket = await chat_socket(intruder)
     answers = []
     for target in (conversation.pk, 999_999):
-        await socket.send({"type": "send", "client_id": f"i{target}", "content": "hi", "conversation": target})
+        await socket.send(
+            {"type": "send", "client_id": f"i{target}", "content": "hi", "conversation": target}
+        )
         answers.append(await socket.recv())
         await socket.send({"type": "subscribe", "conversation": target})
         answers.append(await socket.recv())
@@ -150,7 +180,14 @@ async def test_ws22_second_send_while_streaming_is_busy(user, chat_socket, simul
     socket = await chat_socket(user)
     await socket.send({"type": "send", "client_id": "one", "content": "First"})
     ack = await socket.recv_until("ack")
-    await socket.send({"type": "send", "client_id": "two", "content": "Second", "conversation": ack["conversation"]})
+    await socket.send(
+        {
+            "type": "send",
+            "client_id": "two",
+            "content": "Second",
+            "conversation": ack["conversation"],
+        }
+    )
     busy = await socket.recv_until("error")
     assert busy["code"] == "busy" and busy["client_id"] == "two"
     await socket.send({"type": "stop", "reply": ack["reply"]})

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import websockets
-from websockets.exceptions import InvalidStatus
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.test import Client, override_settings
+from django.test import Client
+from websockets.exceptions import InvalidStatus
 
 from orchat_site.asgi import application
 from streamchat.models import Message, Usage
@@ -65,12 +65,21 @@ def test_csrf_trusted_origins_are_accepted_exactly(settings):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     "origin",
-    [b"http://evil.example", b"null", b"http://127.0.0.1:8000.evil.example", b"http://127.0.0.1:9999", None],
+    [
+        b"http://evil.example",
+        b"null",
+        b"http://127.0.0.1:8000.evil.example",
+        b"http://127.0.0.1:9999",
+        None,
+    ],
 )
 async def test_ws01_foreign_origin_with_a_valid_session_is_denied_in_process(user, origin):
     client = Client()
     await sync_to_async(client.force_login)(user)
-    headers = [(b"host", HOST.encode()), (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())]
+    headers = [
+        (b"host", HOST.encode()),
+        (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()),
+    ]
     if origin is not None:
         headers.append((b"origin", origin))
     communicator = WebsocketCommunicator(application, "/ws/streamchat/", headers=headers)
@@ -95,11 +104,15 @@ async def test_ws01_real_daphne_answers_403(user, simulator):
         ):
             with pytest.raises(InvalidStatus) as refused:
                 await websockets.connect(
-                    f"{server.ws_url}/ws/streamchat/", origin=origin, additional_headers={"Cookie": cookie}
+                    f"{server.ws_url}/ws/streamchat/",
+                    origin=origin,
+                    additional_headers={"Cookie": cookie},
                 )
             assert refused.value.response.status_code == status, origin
         async with websockets.connect(
-            f"{server.ws_url}/ws/streamchat/", origin=server.url, additional_headers={"Cookie": cookie}
+            f"{server.ws_url}/ws/streamchat/",
+            origin=server.url,
+            additional_headers={"Cookie": cookie},
         ) as socket:
             assert '"hello"' in await socket.recv()
     assert not simulator.chat_requests

@@ -1,4 +1,5 @@
-"""Replies whose worker died: marked interrupted with their saved text, at start-up and on demand."""
+"""Replies whose worker died: marked interrupted with their saved text, at start-up and on
+demand."""
 
 from __future__ import annotations
 

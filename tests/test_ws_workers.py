@@ -87,7 +87,16 @@ async def test_a_reply_in_one_worker_is_followed_and_stopped_from_another(user, 
     assert sent == DEFAULT_REPLY
 
     # Stop from the other worker.
-    await sender.send(json.dumps({"type": "send", "client_id": "w2", "content": "Stop me", "conversation": ack["conversation"]}))
+    await sender.send(
+        json.dumps(
+            {
+                "type": "send",
+                "client_id": "w2",
+                "content": "Stop me",
+                "conversation": ack["conversation"],
+            }
+        )
+    )
     ack2 = None
     first_delta = ""
     async for frame in frames(sender):

@@ -12,7 +12,9 @@ from .store import ModelChoice, estimate_tokens
 _SKIPPED = {Message.Status.PENDING, Message.Status.STREAMING}
 
 
-def build_messages(branch: list[Message], model: ModelChoice, max_tokens: int | None) -> list[dict[str, Any]]:
+def build_messages(
+    branch: list[Message], model: ModelChoice, max_tokens: int | None
+) -> list[dict[str, Any]]:
     """OpenAI-shaped messages for ``branch`` (oldest first, ending with the user's question).
 
     When the branch does not fit the model's context length, the oldest turns are dropped; the
@@ -25,7 +27,11 @@ def build_messages(branch: list[Message], model: ModelChoice, max_tokens: int | 
     ]
     system = [{"role": "system", "content": model.system_prompt}] if model.system_prompt else []
     if model.context_length:
-        budget = model.context_length - (max_tokens or 0) - sum(estimate_tokens(m["content"]) for m in system)
+        budget = (
+            model.context_length
+            - (max_tokens or 0)
+            - sum(estimate_tokens(m["content"]) for m in system)
+        )
         kept: list[dict[str, Any]] = []
         used = 0
         for turn in reversed(turns):

@@ -54,7 +54,11 @@ class Accepted:
 
 def validate_client_id(value: Any) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_CLIENT_ID:
-        raise ChatError("invalid", f"client_id must be a string of 1 to {MAX_CLIENT_ID} characters.", field="client_id")
+        raise ChatError(
+            "invalid",
+            f"client_id must be a string of 1 to {MAX_CLIENT_ID} characters.",
+            field="client_id",
+        )
     return value
 
 
@@ -75,13 +79,19 @@ def validate_content(value: Any) -> str:
 
 def validate_options(temperature: Any = None, max_tokens: Any = None) -> Options:
     if temperature is not None and (
-        isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2
+        isinstance(temperature, bool)
+        or not isinstance(temperature, int | float)
+        or not 0 <= temperature <= 2
     ):
         raise ChatError("invalid", "temperature must be a number from 0 to 2.", field="temperature")
     if max_tokens is not None and (
-        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= 1_000_000
+        isinstance(max_tokens, bool)
+        or not isinstance(max_tokens, int)
+        or not 1 <= max_tokens <= 1_000_000
     ):
-        raise ChatError("invalid", "max_tokens must be a whole number from 1 to 1000000.", field="max_tokens")
+        raise ChatError(
+            "invalid", "max_tokens must be a whole number from 1 to 1000000.", field="max_tokens"
+        )
     return Options(float(temperature) if temperature is not None else None, max_tokens)
 
 
@@ -115,7 +125,9 @@ async def asend(
         options=options,
         source=source,
         follower=follower,
-        prepare=lambda choice: _prepare_send(user.pk, choice, options, client_id, conversation_id, parent_id, content),
+        prepare=lambda choice: _prepare_send(
+            user.pk, choice, options, client_id, conversation_id, parent_id, content
+        ),
     )
 
 
@@ -163,7 +175,9 @@ async def aedit(
         options=options,
         source=source,
         follower=follower,
-        prepare=lambda choice: _prepare_edit(user.pk, choice, options, client_id, message_id, content),
+        prepare=lambda choice: _prepare_edit(
+            user.pk, choice, options, client_id, message_id, content
+        ),
     )
 
 
@@ -238,7 +252,12 @@ async def _start(
         hub=hub,
         reply_id=rows.reply_id,
         parent_id=rows.message_id,
-        origin=Origin(user_id=user.pk, conversation_id=rows.conversation_id, source=source, client_id=client_id),
+        origin=Origin(
+            user_id=user.pk,
+            conversation_id=rows.conversation_id,
+            source=source,
+            client_id=client_id,
+        ),
         model=choice,
         request=request,
         reservation=reservation,
@@ -267,7 +286,9 @@ async def _accepted_again(rows: NewReply, client_id: str, follower: Follower | N
     if run is not None and follower is not None:
         run.follow(follower)
     reply_model = await database_sync_to_async(
-        lambda: Message.objects.filter(pk=rows.reply_id).values_list("model", flat=True).first() or ""
+        lambda: (
+            Message.objects.filter(pk=rows.reply_id).values_list("model", flat=True).first() or ""
+        )
     )()
     return Accepted(
         conversation_id=rows.conversation_id,
@@ -345,7 +366,9 @@ def _prepare_regenerate(
     question = reply.parent
     if question is None:
         raise ChatError("not_found", "No such message.")
-    messages = build_messages(store.path_to(question), choice, options.max_tokens or choice.max_tokens)
+    messages = build_messages(
+        store.path_to(question), choice, options.max_tokens or choice.max_tokens
+    )
 
     def create() -> NewReply:
         return store.create_reply_rows(
@@ -356,7 +379,12 @@ def _prepare_regenerate(
 
 
 def _prepare_edit(
-    user_id: int, choice: ModelChoice, options: Options, client_id: str, message_id: int, content: str
+    user_id: int,
+    choice: ModelChoice,
+    options: Options,
+    client_id: str,
+    message_id: int,
+    content: str,
 ) -> dict[str, Any]:
     original = store.owned_message(user_id, message_id, role=Message.Role.USER)
     parent = original.parent
@@ -380,14 +408,22 @@ def _prepare_edit(
 def _streaming_reply(user_id: int, reply_id: Any) -> Message | None:
     try:
         return Message.objects.filter(
-            pk=int(reply_id), conversation__owner_id=user_id, role=Message.Role.ASSISTANT,
+            pk=int(reply_id),
+            conversation__owner_id=user_id,
+            role=Message.Role.ASSISTANT,
             status=Message.Status.STREAMING,
         ).first()
     except (TypeError, ValueError, OverflowError):
         return None
 
 
-async def _reserve(user: Any, choice: ModelChoice, messages: list[dict[str, Any]], max_tokens: int | None, source: str) -> Any:
+async def _reserve(
+    user: Any,
+    choice: ModelChoice,
+    messages: list[dict[str, Any]],
+    max_tokens: int | None,
+    source: str,
+) -> Any:
     from .. import limits
 
     try:

@@ -44,7 +44,8 @@ class Follower(Protocol):
     """Something that shows one reply to someone: a websocket, an SSE response."""
 
     def push(self, kind: str, offset: int, text: str) -> None:
-        """New ``kind`` ("delta" or "reasoning") text at ``offset``. Called per delta: keep it cheap."""
+        """New ``kind`` ("delta" or "reasoning") text at ``offset``; called per delta: keep it
+        cheap."""
 
     async def finished(self, frame: dict[str, Any]) -> None:
         """The reply ended; ``frame`` is the ``reply.finished`` frame."""
@@ -104,7 +105,9 @@ class Coalescer:
                 self._last_sent = time.monotonic()
                 for kind, (offset, texts) in pending.items():
                     text = texts[0] if len(texts) == 1 else "".join(texts)
-                    await self.send({"type": kind, "reply": self.reply_id, "offset": offset, "text": text})
+                    await self.send(
+                        {"type": kind, "reply": self.reply_id, "offset": offset, "text": text}
+                    )
         finally:
             self._flushing = None
 

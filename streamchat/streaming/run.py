@@ -119,7 +119,9 @@ class ReplyRun:
             try:
                 await asyncio.wait_for(asyncio.shield(self._consumer), app_settings.TOTAL_TIMEOUT)
             except TimeoutError:
-                self.error = OpenRouterError("total_timeout", "The reply took too long and was cut off.")
+                self.error = OpenRouterError(
+                    "total_timeout", "The reply took too long and was cut off."
+                )
                 self._consumer.cancel()
             except asyncio.CancelledError:
                 if not self.stopping:
@@ -140,7 +142,9 @@ class ReplyRun:
     async def _consume(self) -> None:
         try:
             keys = await key_store.ausable_keys()
-            self.stream = stream = await open_stream(self.request, keys, on_key_failure=_record_key_failure)
+            self.stream = stream = await open_stream(
+                self.request, keys, on_key_failure=_record_key_failure
+            )
             self.hub.spawn(key_store.arecord_key_used(stream.key))  # off the first token's path
             try:
                 limit = app_settings.MAX_REPLY_CHARS
@@ -149,7 +153,9 @@ class ReplyRun:
                     if kind is ContentDelta:
                         self._append(event.text)  # type: ignore[union-attr]
                         if self.length >= limit:
-                            self.finish = Finish("length", stream.model_requested, stream.generation_id)
+                            self.finish = Finish(
+                                "length", stream.model_requested, stream.generation_id
+                            )
                             break
                     elif kind is ReasoningDelta:
                         self._append_reasoning(event.text)  # type: ignore[union-attr]
@@ -163,10 +169,14 @@ class ReplyRun:
             self.error = error
         except asyncio.CancelledError:
             if not self.stopping:
-                self.error = OpenRouterError("total_timeout", "The reply took too long and was cut off.")
+                self.error = OpenRouterError(
+                    "total_timeout", "The reply took too long and was cut off."
+                )
         except Exception as error:  # never leave a reply streaming forever
             logger.exception("streamchat: reply %s failed", self.reply_id)
-            self.error = OpenRouterError("internal_error", f"The reply failed ({type(error).__name__}).")
+            self.error = OpenRouterError(
+                "internal_error", f"The reply failed ({type(error).__name__})."
+            )
 
     def _append(self, text: str) -> None:
         if not text:
@@ -207,8 +217,12 @@ class ReplyRun:
                     base = self.saved_length
                     await layer.group_send(
                         reply_group(self.reply_id),
-                        {"type": "streamchat.delta", "reply": self.reply_id, "base": base,
-                         "text": self.text_from(base)},
+                        {
+                            "type": "streamchat.delta",
+                            "reply": self.reply_id,
+                            "base": base,
+                            "text": self.text_from(base),
+                        },
                     )
                 if ticks % every == 0:
                     length = self.length
@@ -283,22 +297,32 @@ class ReplyRun:
         layer = get_channel_layer()
         try:
             if self.watched:
-                await layer.group_send(reply_group(self.reply_id), {**frame, "type": "streamchat.finished"})
+                await layer.group_send(
+                    reply_group(self.reply_id), {**frame, "type": "streamchat.finished"}
+                )
             await layer.group_send(
-                conversation_group(self.origin.conversation_id), {**frame, "type": "streamchat.finished"}
+                conversation_group(self.origin.conversation_id),
+                {**frame, "type": "streamchat.finished"},
             )
         except Exception:
             logger.exception("streamchat: could not publish the end of reply %s", self.reply_id)
         if reply is not None:
             await signals.reply_finished.asend(sender=Message, message=reply, usage=usage_row)
             await signals.usage_recorded.asend(sender=Usage, usage=usage_row)
-        if usage_row is not None and self.usage is None and self.stream and self.stream.generation_id:
+        if (
+            usage_row is not None
+            and self.usage is None
+            and self.stream
+            and self.stream.generation_id
+        ):
             self.hub.spawn(self._fetch_reported_cost(usage_row.pk, self.stream))
 
     def _usage_fields(self, status: str, model_used: str, content: str) -> dict[str, Any]:
         report = self.usage
         ttft = (
-            round((self.first_token_at - self.started_at) * 1000) if self.first_token_at is not None else None
+            round((self.first_token_at - self.started_at) * 1000)
+            if self.first_token_at is not None
+            else None
         )
         fields: dict[str, Any] = {
             "source": self.origin.source,
@@ -329,14 +353,20 @@ class ReplyRun:
         else:
             # No usage chunk (stopped, failed): estimate, and ask /generation later.
             prompt = self.prompt_estimate if self.stream is not None else 0
-            completion = store.estimate_tokens(content) + store.estimate_tokens("".join(self.reasoning))
-            cost = self.model.cost_for(prompt, completion) if self.stream is not None else Decimal(0)
+            completion = store.estimate_tokens(content) + store.estimate_tokens(
+                "".join(self.reasoning)
+            )
+            cost = (
+                self.model.cost_for(prompt, completion) if self.stream is not None else Decimal(0)
+            )
             fields.update(
                 prompt_tokens=prompt,
                 completion_tokens=completion,
                 reasoning_tokens=0,
                 cost=cost if cost is not None else Decimal(0),
-                cost_source=Usage.CostSource.ESTIMATED if cost is not None else Usage.CostSource.UNKNOWN,
+                cost_source=Usage.CostSource.ESTIMATED
+                if cost is not None
+                else Usage.CostSource.UNKNOWN,
             )
         return fields
 
@@ -374,7 +404,10 @@ class ReplyRun:
         if data.get("total_cost") is not None:
             figures["cost"] = Decimal(str(data["total_cost"]))
             figures["cost_source"] = Usage.CostSource.REPORTED
-        for ours, theirs in (("prompt_tokens", "native_tokens_prompt"), ("completion_tokens", "native_tokens_completion")):
+        for ours, theirs in (
+            ("prompt_tokens", "native_tokens_prompt"),
+            ("completion_tokens", "native_tokens_completion"),
+        ):
             if isinstance(data.get(theirs), int):
                 figures[ours] = data[theirs]
         if figures:

@@ -38,7 +38,9 @@ class ModelChoice:
     def cost_for(self, prompt_tokens: int, completion_tokens: int) -> Decimal | None:
         if self.prompt_price is None or self.completion_price is None:
             return None
-        return (self.prompt_price * prompt_tokens + self.completion_price * completion_tokens) / 1_000_000
+        return (
+            self.prompt_price * prompt_tokens + self.completion_price * completion_tokens
+        ) / 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +166,10 @@ def create_reply_rows(
             if new_conversation:
                 assert content is not None
                 conversation = Conversation.objects.create(
-                    owner_id=user_id, title=_title_from(content), model=model_id, client_id=client_id
+                    owner_id=user_id,
+                    title=_title_from(content),
+                    model=model_id,
+                    client_id=client_id,
                 )
             else:
                 if question_id is not None:
@@ -271,9 +276,9 @@ def reap_interrupted(now: Any = None) -> list[int]:
     """
     now = now or timezone.now()
     reaped: list[int] = []
-    stale = Message.objects.filter(status=Message.Status.STREAMING, lease_expires__lt=now).values_list(
-        "pk", flat=True
-    )
+    stale = Message.objects.filter(
+        status=Message.Status.STREAMING, lease_expires__lt=now
+    ).values_list("pk", flat=True)
     for reply_id in list(stale):
         with transaction.atomic():
             reply = (
@@ -330,5 +335,7 @@ def finished_frame(reply: Message) -> dict[str, Any]:
         if usage
         else None,
         "ttft_ms": usage.time_to_first_token_ms if usage else None,
-        "error": {"code": reply.error_code, "message": reply.error_message} if reply.error_code else None,
+        "error": {"code": reply.error_code, "message": reply.error_message}
+        if reply.error_code
+        else None,
     }
