@@ -390,3 +390,25 @@ def test_phone_sized_screen_keeps_the_chat_usable(
     page.keyboard.press("Escape")
     page.locator("#sc-sidebar").wait_for(state="hidden")
     assert_clean(browser_events)
+
+
+def test_ended_session_says_log_in_again_and_keeps_the_message(
+    page: Any, login: Any, user: Any, simulator: Any, screenshot: Any, browser_events: Any
+) -> None:
+    from django.contrib.sessions.models import Session
+
+    login(page, user)
+    page.locator("#sc-input").wait_for()
+    Session.objects.all().delete()  # logged out elsewhere, or expired
+    send(page, "Are you still there?")
+    banner = page.locator("#sc-connection")
+    banner.get_by_role("link", name="Log in again").wait_for()
+    screenshot(page, "logged-out")
+    assert page.locator(".sc-msg--pending .sc-body").inner_text() == "Are you still there?"
+    assert Message.objects.count() == 0
+    # The unsent text survives a trip through the login page.
+    page.reload()
+    assert "/login/" in page.url
+    login(page, user)
+    assert page.input_value("#sc-input") == "Are you still there?"
+    assert browser_events.page_errors == [] and browser_events.dialogs == []

@@ -741,7 +741,13 @@
   }
 
   function onError(frame) {
-    if (frame.code === "auth_expired") { socket.loggedOut = true; showLoggedOut(); }
+    if (frame.code === "auth_expired") {
+      // The socket closes with 4401 next; unsent messages stay, waiting for a new login.
+      socket.loggedOut = true;
+      showLoggedOut();
+      refreshAllPending();
+      return;
+    }
     var pending = frame.client_id != null ? state.pending.get(frame.client_id) : null;
     if (pending) {
       if (pending.kind === "regenerate") {
