@@ -3,7 +3,9 @@
 Live servers started by the tests (Daphne processes) use these settings too, and get their
 upstream, database and channel layer from the environment the test gives them:
 STREAMCHAT_LIVE_BASE_URL / STREAMCHAT_LIVE_API_KEY (the simulator), DATABASE_URL (the test
-database) and REDIS_URL (set: the Redis channel layer).
+database) and REDIS_URL (set: the Redis channel layer). Worker-death tests make a live server's
+leases short with STREAMCHAT_LIVE_LEASE_SECONDS (s) and STREAMCHAT_LIVE_CHECKPOINT_MS (ms); unset,
+the defaults apply.
 """
 
 import os
@@ -20,6 +22,9 @@ STREAMCHAT = {  # noqa: F405
     "BASE_URL": os.environ.get("STREAMCHAT_LIVE_BASE_URL", "http://127.0.0.1:9/api/v1"),
     "API_KEY": os.environ.get("STREAMCHAT_LIVE_API_KEY") or None,
 }
+for _name in ("LEASE_SECONDS", "CHECKPOINT_MS"):
+    if os.environ.get(f"STREAMCHAT_LIVE_{_name}"):
+        STREAMCHAT[_name] = int(os.environ[f"STREAMCHAT_LIVE_{_name}"])
 
 # A file, not memory, so live servers in other processes (Daphne) see the same test database;
 # one per test run, so runs side by side do not share it. Live servers get it as DATABASE_URL.
