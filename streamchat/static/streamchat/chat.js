@@ -483,23 +483,30 @@
 
   var dirty = new Set();
   var frameRequested = false;
+  var nextRenderAt = 0; // a long reply renders less often, so rendering stays a small share of time
 
   function markDirty(message) {
     dirty.add(message);
-    if (!frameRequested) {
-      frameRequested = true;
-      window.requestAnimationFrame(flushRenders);
-    }
+    if (frameRequested) return;
+    frameRequested = true;
+    var wait = nextRenderAt - performance.now();
+    if (wait > 0) window.setTimeout(function () { window.requestAnimationFrame(flushRenders); }, wait);
+    else window.requestAnimationFrame(flushRenders);
   }
 
   function flushRenders() {
     frameRequested = false;
+    var started = performance.now();
     var stick = nearBottom();
     dirty.forEach(function (message) {
       if (message.el) renderBody(message);
     });
     dirty.clear();
     if (stick) scrollToBottom();
+    // Rendering is linear in the reply's length; when one render takes more than a few ms, wait
+    // about three times as long before the next, so a very long reply cannot starve the page.
+    var cost = performance.now() - started;
+    nextRenderAt = cost > 4 ? performance.now() + cost * 3 : 0;
   }
 
   // --- the websocket --------------------------------------------------------------------------
@@ -724,7 +731,9 @@
     if (frame.model) message.model = frame.model;
     if (frame.usage) message.usage = frame.usage;
     message.error = frame.error || null;
-    markDirty(message);
+    // The final text is rendered at once, so "finished" never shows a stale frame.
+    dirty.delete(message);
+    if (message.el) renderBody(message);
     refreshMessage(message);
     renderThread();
     if (message.status === "complete") announce("Reply finished");
