@@ -252,7 +252,7 @@ async def areserve(
     completion_price: Decimal | None,
     source: str,
 ) -> Reservation:
-    return await database_sync_to_async(reserve)(
+    reservation: Reservation = await database_sync_to_async(reserve)(
         user,
         model=model,
         prompt_tokens=prompt_tokens,
@@ -261,6 +261,7 @@ async def areserve(
         completion_price=completion_price,
         source=source,
     )
+    return reservation
 
 
 async def asettle(
@@ -280,4 +281,5 @@ async def arenew(reservation: Reservation) -> None:
 
 
 async def areap_expired(*, now: dt.datetime | None = None) -> int:
-    return await database_sync_to_async(reap_expired)(now=now)
+    expired: int = await database_sync_to_async(reap_expired)(now=now)
+    return expired

@@ -102,4 +102,5 @@ def consumption(user: Any, *, now: dt.datetime | None = None) -> dict[str, Any]:
 
 
 async def aconsumption(user: Any, *, now: dt.datetime | None = None) -> dict[str, Any]:
-    return await database_sync_to_async(consumption)(user, now=now)
+    used: dict[str, Any] = await database_sync_to_async(consumption)(user, now=now)
+    return used

@@ -69,7 +69,8 @@ def effective_limits(user: Any) -> EffectiveLimits:
 
 
 async def aeffective_limits(user: Any) -> EffectiveLimits:
-    return await database_sync_to_async(effective_limits)(user)
+    limits: EffectiveLimits = await database_sync_to_async(effective_limits)(user)
+    return limits
 
 
 def _group_ids(user: Any) -> Any:

@@ -64,26 +64,26 @@ def refusal_for(
                 f"Daily token limit reached: {held} of {limit} tokens used or reserved.",
             )
 
-    if (limit := limits.spend_per_month) is not None:
+    if (budget := limits.spend_per_month) is not None:
         need_cost, held_cost = request.reserved_cost, used["spend_per_month"]
 
         def fits(spent: Decimal) -> bool:
             # Unknown prices reserve no spend: admitted while some budget is left.
-            return spent + need_cost <= limit if need_cost is not None else spent < limit
+            return spent + need_cost <= budget if need_cost is not None else spent < budget
 
-        if need_cost is not None and need_cost > limit:
+        if need_cost is not None and need_cost > budget:
             refuse(
                 "spend_per_month",
                 None,
                 f"This request may cost up to ${need_cost:.4f}, more than your monthly budget"
-                f" of ${limit:.2f}. Ask for a shorter reply.",
+                f" of ${budget:.2f}. Ask for a shorter reply.",
             )
         elif not fits(held_cost):
             running_hold = fits(held_cost - used["spend_pending"])
             refuse(
                 "spend_per_month",
                 min(lease, to_month) if running_hold and lease is not None else to_month,
-                f"Monthly budget reached: ${held_cost:.4f} of ${limit:.2f} spent or reserved.",
+                f"Monthly budget reached: ${held_cost:.4f} of ${budget:.2f} spent or reserved.",
             )
 
     if (limit := limits.concurrent_streams) is not None and used["concurrent_streams"] >= limit:
