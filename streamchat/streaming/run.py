@@ -147,18 +147,29 @@ class ReplyRun:
             )
             self.hub.spawn(key_store.arecord_key_used(stream.key))  # off the first token's path
             try:
+                # Text and reasoning are each kept within MAX_REPLY_CHARS (the last delta is cut
+                # to fit), so a reply's memory and stored size are bounded whatever upstream sends.
                 limit = app_settings.MAX_REPLY_CHARS
                 async for event in stream:
                     kind = type(event)
                     if kind is ContentDelta:
-                        self._append(event.text)  # type: ignore[union-attr]
-                        if self.length >= limit:
+                        text = event.text  # type: ignore[union-attr]
+                        room = limit - self.length
+                        self._append(text if len(text) < room else text[:room])
+                        if len(text) >= room:
                             self.finish = Finish(
                                 "length", stream.model_requested, stream.generation_id
                             )
                             break
                     elif kind is ReasoningDelta:
-                        self._append_reasoning(event.text)  # type: ignore[union-attr]
+                        text = event.text  # type: ignore[union-attr]
+                        room = limit - self.reasoning_length
+                        self._append_reasoning(text if len(text) < room else text[:room])
+                        if len(text) >= room:
+                            self.finish = Finish(
+                                "length", stream.model_requested, stream.generation_id
+                            )
+                            break
                     elif kind is UsageReport:
                         self.usage = event  # type: ignore[assignment]
                     elif kind is Finish:
