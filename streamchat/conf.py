@@ -68,6 +68,9 @@ DEFAULTS: dict[str, Any] = {
     # --- Limits -----------------------------------------------------------------------------
     # Admit sends when the limit store cannot be read (default: refuse them).
     "LIMITS_FAIL_OPEN": False,
+    # Completion tokens a budget reserves for a reply whose model sets no max tokens and no
+    # context length (the reply is not cut there: an overrun is recorded and blocks the next send).
+    "RESERVE_MAX_TOKENS": 4096,
     # Staff users skip rate limits and budgets.
     "EXEMPT_STAFF": False,
     # --- Chat page ----------------------------------------------------------------------------

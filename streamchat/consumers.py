@@ -20,7 +20,7 @@ from .conf import app_settings
 from .exceptions import ChatError, not_found
 from .models import Message
 from .streaming import engine, store
-from .streaming.hub import Coalescer, control_group, conversation_group, reply_group
+from .streaming.hub import Coalescer, control_group, conversation_group, get_hub, reply_group
 
 logger = logging.getLogger("streamchat.consumers")
 
@@ -70,6 +70,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         await self.accept()
+        # This worker's reaper runs from its first socket on (not only from its first reply).
+        await get_hub().ensure_started()
         logger.info("websocket connected: user=%s", self.user.pk)
         await self.send_frame({"type": "hello", "protocol": PROTOCOL_VERSION, "user": self.user.pk})
 
@@ -117,8 +119,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if not isinstance(frame, dict):
                 raise ChatError("bad_json", "The frame must be a JSON object.")
             if not await self._session_still_valid():
+                expired = ChatError("auth_expired", "Your session ended: log in again.")
+                client_id = frame.get("client_id")
                 await self.send_frame(
-                    ChatError("auth_expired", "Your session ended: log in again.").as_frame()
+                    expired.as_frame(client_id=client_id[:64] if isinstance(client_id, str) else None)
                 )
                 await self.close(code=CLOSE_UNAUTHENTICATED)
                 return
@@ -127,9 +131,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 raise ChatError("unknown_type", "Unknown frame type.", field="type")
             await handler(self, frame)
         except ChatError as error:
-            extra = {}
-            if isinstance(frame, dict) and isinstance(frame.get("client_id"), str):
-                extra["client_id"] = frame["client_id"][:64]
+            extra: dict[str, Any] = {}
+            if isinstance(frame, dict):
+                if isinstance(frame.get("client_id"), str):
+                    extra["client_id"] = frame["client_id"][:64]
+                if frame.get("type") in ("stop", "resume") and isinstance(frame.get("reply"), int):
+                    extra["reply"] = frame["reply"]
             await self.send_frame(error.as_frame(**extra))
 
     async def _session_still_valid(self) -> bool:
@@ -262,6 +269,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _follow(self, reply_id: int, offset: int) -> None:
         """Send reply ``reply_id`` from ``offset``, then live: locally, or through the layer."""
         if reply_id in self.following:
+            await self._resend(reply_id, offset)
             return
         run = engine.local_run(reply_id)
         if run is not None:
@@ -297,6 +305,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._drop_remote(reply_id)
             self.finished_ids.add(reply_id)
             await self.send_frame(await database_sync_to_async(store.finished_frame)(reply))
+
+    async def _resend(self, reply_id: int, offset: int) -> None:
+        """A client following a reply on this socket saw a gap: send its text from ``offset``."""
+        follower = self.following[reply_id]
+        run = engine.local_run(reply_id)
+        if follower is not None and run is not None:
+            follower.coalescer.close()  # what it held is part of the text sent now
+            text = run.text_from(offset)
+        else:
+            reply = await database_sync_to_async(_owned_reply)(self.user.pk, reply_id)
+            text = reply.content[offset:] if reply is not None else ""
+            if reply_id in self.remote_known:
+                self.remote_known[reply_id] = max(self.remote_known[reply_id], offset + len(text))
+        if text:
+            await self.send_frame({"type": "delta", "reply": reply_id, "offset": offset, "text": text})
 
     async def _drop_remote(self, reply_id: int) -> None:
         self.following.pop(reply_id, None)

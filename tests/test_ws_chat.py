@@ -410,3 +410,29 @@ async def test_openrouters_own_429_is_not_our_rate_limit(user, chat_socket, sett
     assert (await Usage.objects.aget(message_id=ack["reply"])).error_code == "upstream_rate_limited"
     assert await Message.objects.filter(pk=ack["message"], content="Too many").aexists()
     await socket.close()
+
+
+async def test_resume_on_the_socket_that_follows_resends_from_the_offset(user, chat_socket, simulator):
+    """A client that detects a gap asks again on the same socket; the client rules of
+    docs/protocol.md (append, drop an overlap) then give the exact text."""
+    simulator.token_delay = 0.01
+    socket = await chat_socket(user)
+    await socket.send({"type": "send", "client_id": "gap", "content": "Gap"})
+    ack = await socket.recv_until("ack")
+    text = ""
+    resent = False
+    while True:
+        frame = await socket.recv()
+        if frame.get("reply") != ack["reply"]:
+            continue
+        if frame["type"] == "delta":
+            assert frame["offset"] <= len(text), "a gap"
+            text += frame["text"][len(text) - frame["offset"] :]
+            if len(text) > 40 and not resent:
+                resent = True
+                await socket.send({"type": "resume", "reply": ack["reply"], "offset": 10})
+        elif frame["type"] == "reply.finished":
+            break
+    assert text == DEFAULT_REPLY
+    assert any(f["type"] == "delta" and f["offset"] == 10 for f in socket.frames)
+    await socket.close()

@@ -95,6 +95,16 @@ def validate_options(temperature: Any = None, max_tokens: Any = None) -> Options
     return Options(float(temperature) if temperature is not None else None, max_tokens)
 
 
+def reply_token_cap(options: Options, choice: ModelChoice, prompt_tokens: int) -> int | None:
+    """The most tokens a reply may have: asked for, else the model's setting, else what the
+    context length leaves after the prompt. It is sent upstream, so the budget reserved for it
+    holds; None (no cap known) reserves ``RESERVE_MAX_TOKENS``."""
+    cap = options.max_tokens or choice.max_tokens
+    if cap is None and choice.context_length:
+        cap = max(1, choice.context_length - prompt_tokens)
+    return cap
+
+
 def validate_id(value: Any, field: str, *, optional: bool = False) -> int | None:
     if value is None and optional:
         return None
@@ -226,10 +236,10 @@ async def _start(
     if model is not None and (not isinstance(model, str) or len(model) > 200):
         raise ChatError("invalid", "model must be a model id.", field="model")
     choice: ModelChoice = await database_sync_to_async(store.choose_model)(model)
-    max_tokens = options.max_tokens or choice.max_tokens
     # Validate and build the context before admitting: a bad id must not use up a request.
     plan = await database_sync_to_async(prepare)(choice)
     messages = plan["messages"]
+    max_tokens = reply_token_cap(options, choice, estimate_prompt_tokens(messages))
     reservation = await _reserve(user, choice, messages, max_tokens, source)
     try:
         rows: NewReply = await database_sync_to_async(plan["create"])()
@@ -431,7 +441,7 @@ async def _reserve(
             user,
             model=choice.model_id,
             prompt_tokens=estimate_prompt_tokens(messages),
-            max_tokens=max_tokens or 0,
+            max_tokens=max_tokens or app_settings.RESERVE_MAX_TOKENS,
             prompt_price=choice.prompt_price,
             completion_price=choice.completion_price,
             source=source,

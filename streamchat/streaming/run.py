@@ -217,6 +217,9 @@ class ReplyRun:
         layer = get_channel_layer()
         batch = app_settings.GROUP_BATCH_MS / 1000
         every = max(1, round(app_settings.CHECKPOINT_MS / app_settings.GROUP_BATCH_MS))
+        # The limit reservation's lease is renewed a few times per LEASE_SECONDS, so a dead
+        # worker's stream slot frees within LEASE_SECONDS, not TOTAL_TIMEOUT.
+        renew_every = max(1, round(app_settings.LEASE_SECONDS * 1000 / 3 / app_settings.GROUP_BATCH_MS))
         published = 0
         ticks = 0
         while True:
@@ -241,6 +244,10 @@ class ReplyRun:
                         self.reply_id, "".join(self.text), "".join(self.reasoning)
                     )
                     self.saved_length = length
+                if self.reservation is not None and ticks % renew_every == 0:
+                    from .. import limits
+
+                    await limits.arenew(self.reservation)
             except asyncio.CancelledError:
                 raise
             except Exception:
