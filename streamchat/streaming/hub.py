@@ -135,6 +135,7 @@ class Hub:
     def __init__(self) -> None:
         self.runs: dict[int, ReplyRun] = {}
         self.channel: str | None = None
+        self._starting: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -147,8 +148,17 @@ class Hub:
         return task
 
     async def ensure_started(self) -> None:
-        if self._listener is not None:
-            return
+        """Start the listener and the reaper once per process. Called when a socket connects, so
+        a restarted worker reaps its dead predecessor's replies before anyone sends again."""
+        if self._starting is None:  # set before any await: concurrent callers share one start
+            self._starting = self.spawn(self._start())
+        try:
+            await asyncio.shield(self._starting)
+        except Exception:
+            self._starting = None  # the channel layer failed: the next caller tries again
+            raise
+
+    async def _start(self) -> None:
         layer = get_channel_layer()
         # The default prefix matters: channels_redis multiplexes all of a process's channels on
         # one Redis list per prefix and serves one receiver per list at a time.
@@ -192,13 +202,34 @@ class Hub:
 
         while True:
             try:
-                await database_sync_to_async(reap_interrupted)()
+                reaped = await database_sync_to_async(reap_interrupted)()
+                if reaped:
+                    await self._announce_reaped(reaped)
                 await limits.areap_expired()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("streamchat: reaping interrupted replies failed")
             await asyncio.sleep(max(1.0, app_settings.LEASE_SECONDS / 2))
+
+    async def _announce_reaped(self, reply_ids: list[int]) -> None:
+        """Sockets following a reply whose worker died (on any worker) get its finish: the page
+        shows "interrupted" instead of waiting for deltas that will never come."""
+        from channels.db import database_sync_to_async
+
+        from .store import finished_frames
+
+        layer = get_channel_layer()
+        for frame in await database_sync_to_async(finished_frames)(reply_ids):
+            logger.warning(
+                "streamchat: reply %s of user %s interrupted (its worker stopped renewing)",
+                frame["reply"],
+                frame["user"],
+            )
+            event = {**frame, "type": "streamchat.finished"}
+            event.pop("user")
+            await layer.group_send(reply_group(frame["reply"]), event)
+            await layer.group_send(conversation_group(frame["conversation"]), event)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

@@ -339,3 +339,9 @@ def finished_frame(reply: Message) -> dict[str, Any]:
         if reply.error_code
         else None,
     }
+
+
+def finished_frames(reply_ids: list[int]) -> list[dict[str, Any]]:
+    """``finished_frame`` of each reply (with its owner's id as ``user``, for the log)."""
+    replies = Message.objects.filter(pk__in=reply_ids).select_related("conversation")
+    return [{**finished_frame(reply), "user": reply.conversation.owner_id} for reply in replies]
