@@ -1,5 +1,6 @@
 """streamchat's data: the chat log (Conversation, Message), the usage ledger (Usage) and what admins
-configure (ApiKey, ChatModel, RateLimit).
+configure (ApiKey, ChatModel, RateLimit), plus users' tokens for the OpenAI-compatible API
+(PersonalToken).
 
 The chat log and the ledger are deliberately separate: deleting a conversation keeps its Usage rows,
 so nobody resets a budget by deleting chats.
@@ -498,3 +499,45 @@ class Reservation(models.Model):
 
     def __str__(self) -> str:
         return f"Reservation {self.pk} of user {self.user_id} ({self.state})"
+
+
+class PersonalToken(models.Model):
+    """A user's bearer token for the OpenAI-compatible API (see streamchat.tokens).
+
+    Only a SHA-256 hash of the token is stored; the token itself is shown once, when it is made.
+    ``prefix`` (the first characters, e.g. ``sc-AbCd12``) lets the user and admins tell tokens apart.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="streamchat_tokens",
+        verbose_name=_("user"),
+    )
+    name = models.CharField(_("name"), max_length=100)
+    prefix = models.CharField(_("prefix"), max_length=16, editable=False)
+    token_hash = models.CharField(_("token hash"), max_length=64, unique=True, editable=False)
+    created = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+    last_used = models.DateTimeField(_("last used"), null=True, blank=True, editable=False)
+    expires = models.DateTimeField(
+        _("expires"), null=True, blank=True, help_text=_("Empty: the token does not expire.")
+    )
+    revoked = models.DateTimeField(_("revoked"), null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("personal API token")
+        verbose_name_plural = _("personal API tokens")
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["user", "-created"], name="streamchat_token_user")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def status(self) -> str:
+        """``active``, ``revoked`` or ``expired``."""
+        if self.revoked is not None:
+            return "revoked"
+        if self.expires is not None and self.expires <= timezone.now():
+            return "expired"
+        return "active"
