@@ -1,0 +1,376 @@
+"""A brand-new Django site in a temporary folder, with streamchat added the README's way.
+
+``Toolchain`` is a clean virtualenv holding the built wheel of django-streamchat (never the source
+tree), installed with README's own ``pip install`` line. ``HostSite`` is a ``django-admin
+startproject`` site that first gets what an existing site already has (a base template, a login
+page, optionally its own user model), then README's blocks, then README's commands. ``Server``
+runs it under Daphne or uvicorn, exactly as README's command line says, on a free port.
+
+Host processes get a clean environment: nothing of the test suite's settings, database or virtualenv
+leaks into them; streamchat finds OpenRouter (the simulator) through ``OPENROUTER_BASE_URL`` and
+``OPENROUTER_API_KEY``, which README's settings block reads.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.dropin.readme import PROJECT_PLACEHOLDER, Section
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = "django-streamchat"
+# Variables of the test run that must not reach a host process.
+LEAKY = ("DJANGO_SETTINGS_MODULE", "VIRTUAL_ENV", "PYTHONPATH", "DATABASE_URL", "REDIS_URL")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(bin_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in LEAKY and not name.startswith(("STREAMCHAT", "OPENROUTER", "PYTEST"))
+    }
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def run(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 300) -> str:
+    result = subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if result.returncode:
+        raise AssertionError(
+            f"{shlex.join(args)} exited {result.returncode} in {cwd}:\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
+    return result.stdout + result.stderr
+
+
+def build_wheel(out: Path) -> Path:
+    """The wheel of django-streamchat, built from this repository as a release would be."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = out.glob("django_streamchat-*.whl")
+    return wheel
+
+
+@dataclass
+class Toolchain:
+    """A fresh virtualenv (no system site-packages) with django-streamchat from ``wheel``."""
+
+    path: Path
+    log: str = ""
+
+    @property
+    def bin(self) -> Path:
+        return self.path / "bin"
+
+    @property
+    def python(self) -> str:
+        return str(self.bin / "python")
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return clean_env(self.bin, extra)
+
+    @classmethod
+    def create(
+        cls, path: Path, *, readme: Section, wheel: Path, extras: list[str], also: list[str]
+    ) -> Toolchain:
+        """README's ``pip install`` lines in one go, with the wheel in place of the package name
+        and ``extras`` added to its extras, plus ``also`` (version pins)."""
+        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=120)
+        toolchain = cls(path)
+        requirements = []
+        for line in readme.command_lines("pip"):
+            words = shlex.split(line)
+            assert words[:2] == ["pip", "install"], line
+            for word in words[2:]:
+                name, _, rest = word.partition("[")
+                if name == PACKAGE:
+                    listed = [e for e in rest.rstrip("]").split(",") if e]
+                    word = f"{wheel}[{','.join(listed + extras)}]"
+                requirements.append(word)
+        assert str(wheel) in " ".join(requirements), f"README's pip lines install no {PACKAGE}"
+        # --no-compile: modules are compiled when first imported, which is fewer of them.
+        toolchain.log = run(
+            [toolchain.python, "-m", "pip", "install", "-q", "--no-compile", *requirements, *also],
+            cwd=path,
+            env=toolchain.env(),
+            timeout=600,
+        )
+        return toolchain
+
+    def module_file(self, module: str) -> str:
+        return run(
+            [self.python, "-c", f"import {module}; print({module}.__file__)"],
+            cwd=self.path,
+            env=self.env(),
+        ).strip()
+
+    def version(self, distribution: str) -> str:
+        return run(
+            [
+                self.python,
+                "-c",
+                f"from importlib.metadata import version; print(version({distribution!r}))",
+            ],
+            cwd=self.path,
+            env=self.env(),
+        ).strip()
+
+
+BASE_TEMPLATE = """\
+{% load static %}<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>{% block title %}Host site{% endblock %}</title>
+  <link rel="icon" href="data:,">
+  <link rel="stylesheet" href="{% static 'host/site.css' %}">
+  {% block extra_head %}{% endblock %}
+</head>
+<body>
+  <header id="host-header">
+    Host site{% if user.is_authenticated %}: {{ user.get_username }}{% endif %}
+  </header>
+  <main id="host-main">{% block content %}{% endblock %}</main>
+</body>
+</html>
+"""
+
+LOGIN_TEMPLATE = """\
+{% extends "base.html" %}
+{% block content %}
+<form method="post" id="host-login">
+  {% csrf_token %}{{ form.as_p }}<button type="submit">Log in</button>
+</form>
+{% endblock %}
+"""
+
+SITE_CSS = """\
+body { margin: 0; }
+#host-header { height: 3rem; background: rgb(1, 2, 3); color: #fff; }
+#host-main .sc-app { height: calc(100dvh - 3rem); }
+"""
+
+# A user model of the host's own, with the email address as the login name.
+USER_MODEL = """\
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+
+
+class User(AbstractUser):
+    email = models.EmailField(unique=True)
+
+    USERNAME_FIELD = "email"
+    REQUIRED_FIELDS = ["username"]
+"""
+
+
+@dataclass
+class HostSite:
+    """A new Django project that is an "existing site" first, then gets streamchat README's way."""
+
+    toolchain: Toolchain
+    folder: Path  # holds manage.py
+    name: str  # the project package
+    prefix: str  # where the host mounts streamchat's URLs, e.g. "chat/"
+    env_extra: dict[str, str] = field(default_factory=dict)
+    custom_user: bool = False
+    login: str = ""  # the name its user logs in with (create_user)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.toolchain.env(self.env_extra)
+
+    def manage(self, *args: str) -> str:
+        return run([self.toolchain.python, "manage.py", *args], cwd=self.folder, env=self.env)
+
+    @classmethod
+    def create(
+        cls,
+        toolchain: Toolchain,
+        parent: Path,
+        *,
+        readme: Section,
+        name: str = "host",
+        prefix: str = "chat/",
+        custom_user: bool = False,
+        purposes: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> HostSite:
+        folder = parent / name
+        folder.mkdir(parents=True)
+        site = cls(toolchain, folder, name, prefix, dict(env or {}), custom_user)
+        run(
+            [str(toolchain.bin / "django-admin"), "startproject", name, str(folder)],
+            cwd=parent,
+            env=site.env,
+        )
+        site._become_an_existing_site()
+        site._apply(readme, purposes)
+        return site
+
+    # -- what the site had before streamchat -------------------------------------------------
+
+    def _become_an_existing_site(self) -> None:
+        templates = self.folder / "templates"
+        (templates / "registration").mkdir(parents=True)
+        (templates / "base.html").write_text(BASE_TEMPLATE)
+        (templates / "registration" / "login.html").write_text(LOGIN_TEMPLATE)
+        (self.folder / "static" / "host").mkdir(parents=True)
+        (self.folder / "static" / "host" / "site.css").write_text(SITE_CSS)
+        settings = textwrap.dedent(
+            """
+            # --- the host site's own settings, before streamchat ---
+            DEBUG = False
+            ALLOWED_HOSTS = ["127.0.0.1"]
+            TEMPLATES[0]["DIRS"] = [BASE_DIR / "templates"]
+            STATICFILES_DIRS = [BASE_DIR / "static"]
+            """
+        )
+        if self.custom_user:
+            run(
+                [self.toolchain.python, "manage.py", "startapp", "accounts"],
+                cwd=self.folder,
+                env=self.env,
+            )
+            (self.folder / "accounts" / "models.py").write_text(USER_MODEL)
+            settings += 'INSTALLED_APPS += ["accounts"]\nAUTH_USER_MODEL = "accounts.User"\n'
+        self._append(f"{self.name}/settings.py", settings)
+        self._append(
+            f"{self.name}/urls.py",
+            "\nfrom django.urls import include\n\n"
+            'urlpatterns += [path("accounts/", include("django.contrib.auth.urls"))]\n',
+        )
+        if self.custom_user:
+            self.manage("makemigrations", "accounts")
+
+    # -- README ------------------------------------------------------------------------------
+
+    def _apply(self, readme: Section, purposes: tuple[str, ...]) -> None:
+        for block in readme.file_blocks(*purposes):
+            block = block.for_project(self.name)
+            code = block.code
+            if block.path == f"{self.name}/urls.py":
+                # The host's own prefix in place of README's "chat/".
+                assert 'path("chat/", include("streamchat.urls"))' in code, code
+                code = code.replace('path("chat/"', f'path("{self.prefix}"')
+            if block.mode == "append":
+                self._append(block.path, "\n" + code)
+            else:
+                target = self.folder / block.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(code)
+
+    def _append(self, path: str, code: str) -> None:
+        with open(self.folder / path, "a") as f:
+            f.write(code)
+
+    def run_readme_commands(self, readme: Section) -> list[str]:
+        """README's ``python manage.py …`` lines, in order; the outputs."""
+        outputs = []
+        for block in readme.commands:
+            for line in block:
+                words = shlex.split(line)
+                if words[:2] == ["python", "manage.py"]:
+                    outputs.append(self.manage(*words[2:]))
+        assert outputs, "README runs no manage.py command"
+        return outputs
+
+    def create_user(self, password: str) -> None:
+        """A plain (not staff) user; ``login`` is the name to log in with."""
+        self.login = "alice@example.com" if self.custom_user else "alice"
+        self.manage(
+            "shell",
+            "-c",
+            "from django.contrib.auth import get_user_model; "
+            f"get_user_model().objects.create_user(username='alice', email='alice@example.com', "
+            f"password={password!r})",
+        )
+
+
+class Server:
+    """README's serve command (``daphne …`` or ``uvicorn …``) on a free loopback port."""
+
+    def __init__(self, site: HostSite, command: str, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        words = shlex.split(command.replace(f"{PROJECT_PLACEHOLDER}.", f"{site.name}."))
+        program = self.program = words[0]
+        if program == "daphne":
+            words += ["-b", "127.0.0.1", "-p", str(self.port)]
+        elif program == "uvicorn":
+            words += ["--host", "127.0.0.1", "--port", str(self.port)]
+        else:
+            raise AssertionError(f"unknown server {program!r}")
+        words[0] = str(site.toolchain.bin / program)
+        self.log_path = log
+        self._log = open(log, "wb")  # noqa: SIM115  (closed in stop())
+        self.process = subprocess.Popen(
+            words, cwd=site.folder, env=site.env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        self._wait_until_listening()
+
+    def _wait_until_listening(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the server exited:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"the server did not listen within {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def problems(self) -> list[str]:
+        """Log lines of tracebacks, warnings and errors (access log lines aside)."""
+        return [
+            line
+            for line in self.log_path.read_text(errors="replace").splitlines()
+            if re.search(r"Traceback|Warning:|Exception|\bERROR\b|\bCRITICAL\b", line)
+        ]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()

@@ -1,0 +1,403 @@
+"""Drop-in: README's "Add to your site", carried out on a brand-new Django site.
+
+One clean virtualenv gets the built wheel of django-streamchat (not the source tree) with README's
+``pip install`` line, and the oldest Channels release that pyproject.toml claims. Two host sites
+are made with ``django-admin startproject`` and given what an existing site has (a base template,
+a login page, DEBUG off), then README's blocks and commands, read from README.md itself:
+
+- ``default``: Django's user model, the chat under ``chat/``, the in-memory channel layer;
+- ``custom-user``: the host's own user model (the email address as login name), the chat
+  under ``team/talk/``, and README's Redis block (a channel layer shared by server processes).
+
+Each is served by Daphne and by uvicorn, exactly as README's command lines say, with the simulator
+as OpenRouter (through ``OPENROUTER_BASE_URL`` / ``OPENROUTER_API_KEY``, which README's settings
+read). A client logs in over HTTP and streams a reply over the websocket (docs/protocol.md); the
+chat page renders inside the host's layout in headless Chromium, with its collected static files
+(``ManifestStaticFilesStorage``, served by ServeStatic), and streams a reply too.
+
+The time from an empty folder (no virtualenv yet) to the first streamed reply is printed and
+written to test-artifacts/dropin-timing.txt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from streamchat.simulator.replies import DEFAULT_REPLY
+from tests.dropin import readme as readme_module
+from tests.dropin.host import ROOT, HostSite, Server, Toolchain, build_wheel
+from tests.services import IN_CI, reachable
+
+pytestmark = [pytest.mark.once]
+
+ARTIFACTS = ROOT / "test-artifacts"
+PASSWORD = "drop-in-pass-4821"
+REDIS_URL = "redis://127.0.0.1:6379/14"  # not the suite's database 15, which tests flush
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+STATIC_FILES = "for production static files"
+SEVERAL_PROCESSES = "for several server processes"
+
+
+class Timeline:
+    """Moments since the empty folder, for the report."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.marks: list[tuple[str, float]] = []
+
+    def mark(self, what: str) -> None:
+        self.marks.append((what, time.monotonic() - self.start))
+
+    def report(self) -> str:
+        return "\n".join(f"{seconds:7.1f} s  {what}" for what, seconds in self.marks)
+
+
+TIMELINE: dict[str, Timeline] = {}
+
+
+def oldest_claimed(distribution: str) -> str:
+    """pyproject.toml's lower bound for ``distribution`` (``channels>=4.1``: ``4.1``)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"]:
+        match = re.fullmatch(rf"{distribution}\s*>=\s*([\d.]+)\s*(,.*)?", requirement)
+        if match:
+            return match.group(1)
+    raise AssertionError(f"pyproject.toml declares no lower bound for {distribution}")
+
+
+# --- fixtures: one wheel, one virtualenv, two hosts, two servers each ---------------------------
+
+
+@pytest.fixture(scope="module")
+def readme() -> readme_module.Section:
+    return readme_module.parse()
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_wheel(tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture(scope="module")
+def toolchain(
+    readme: readme_module.Section, wheel: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Toolchain:
+    timeline = TIMELINE.setdefault("first", Timeline())  # the folder is empty: the clock starts
+    toolchain = Toolchain.create(
+        tmp_path_factory.mktemp("dropin") / "venv",
+        readme=readme,
+        wheel=wheel,
+        extras=["redis"],
+        also=[f"channels=={oldest_claimed('channels')}"],
+    )
+    timeline.mark("virtualenv with django-streamchat installed from the wheel")
+    return toolchain
+
+
+HOSTS = {
+    "default": {"prefix": "chat/", "custom_user": False, "redis": False},
+    "custom-user": {"prefix": "team/talk/", "custom_user": True, "redis": True},
+}
+# Every host under every server; the first one is what the timing follows.
+SITES = ["default-daphne", "default-uvicorn", "custom-user-daphne", "custom-user-uvicorn"]
+
+
+@dataclass
+class Served:
+    name: str
+    host: HostSite
+    server: Server
+
+
+@pytest.fixture(scope="module")
+def hosts(
+    toolchain: Toolchain,
+    readme: readme_module.Section,
+    _simulator_server: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[str], HostSite]]:
+    """``hosts(name)``: the host site ``name`` of HOSTS, made on first use."""
+    made: dict[str, HostSite] = {}
+
+    def get(name: str) -> HostSite:
+        if name not in made:
+            made[name] = make_host(name, toolchain, readme, _simulator_server, tmp_path_factory)
+            TIMELINE["first"].mark(
+                f"{name} host: startproject, README applied, migrate, collectstatic"
+            )
+        return made[name]
+
+    yield get
+
+
+def make_host(
+    name: str,
+    toolchain: Toolchain,
+    readme: readme_module.Section,
+    simulator: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> HostSite:
+    choice = HOSTS[name]
+    env = {"OPENROUTER_BASE_URL": simulator.base_url, "OPENROUTER_API_KEY": simulator.api_key}
+    purposes = [STATIC_FILES]
+    if choice["redis"]:
+        if reachable("127.0.0.1", 6379):
+            purposes.append(SEVERAL_PROCESSES)
+            env["REDIS_URL"] = REDIS_URL
+        elif IN_CI:
+            pytest.fail("Redis is not reachable on 127.0.0.1:6379, and CI must run this test.")
+    site = HostSite.create(
+        toolchain,
+        tmp_path_factory.mktemp(name),
+        readme=readme,
+        prefix=str(choice["prefix"]),
+        custom_user=bool(choice["custom_user"]),
+        purposes=tuple(purposes),
+        env=env,
+    )
+    site.run_readme_commands(readme)
+    site.create_user(PASSWORD)
+    return site
+
+
+@pytest.fixture(scope="module", params=SITES)
+def served(
+    request: pytest.FixtureRequest,
+    hosts: Callable[[str], HostSite],
+    readme: readme_module.Section,
+) -> Iterator[Served]:
+    """A host site under one server, started with README's command line."""
+    name, _, program = request.param.rpartition("-")
+    host = hosts(name)
+    ARTIFACTS.mkdir(exist_ok=True)
+    server = Server(host, readme.command(program), ARTIFACTS / f"dropin-{request.param}.log")
+    TIMELINE["first"].mark(f"{request.param}: {program} listening")
+    yield Served(request.param, host, server)
+    server.stop()
+
+
+# --- clients ----------------------------------------------------------------------------------
+
+
+def log_in(server: Server, host: HostSite) -> httpx.Client:
+    """The host's login page, as a browser uses it: an httpx client holding the session cookie."""
+    client = httpx.Client(base_url=server.url, timeout=10)
+    page = client.get("/accounts/login/")
+    assert page.status_code == 200, page.text[:500]
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+    assert token, page.text[:500]
+    response = client.post(
+        "/accounts/login/",
+        data={
+            "csrfmiddlewaretoken": token.group(1),
+            "username": host.login,
+            "password": PASSWORD,
+            "next": f"/{host.prefix}",
+        },
+    )
+    assert response.status_code == 302, response.text[:1000]
+    assert response.headers["location"] == f"/{host.prefix}"
+    assert "sessionid" in client.cookies
+    return client
+
+
+async def stream_reply(server: Server, cookie: str, content: str) -> dict[str, Any]:
+    """One ``send`` over the websocket: the frames until ``reply.finished``, and the text."""
+    from websockets.asyncio.client import connect
+    from websockets.typing import Origin
+
+    ws_url = server.url.replace("http://", "ws://") + "/ws/streamchat/"
+    frames: list[dict[str, Any]] = []
+    text = ""
+    async with connect(
+        ws_url, origin=Origin(server.url), additional_headers={"Cookie": cookie}, open_timeout=10
+    ) as socket:
+        hello = json.loads(await asyncio.wait_for(socket.recv(), 10))
+        assert hello["type"] == "hello" and hello["protocol"] == 1, hello
+        await socket.send(
+            json.dumps(
+                {
+                    "type": "send",
+                    "client_id": uuid.uuid4().hex,
+                    "content": content,
+                    "conversation": None,
+                }
+            )
+        )
+        while True:
+            frame = json.loads(await asyncio.wait_for(socket.recv(), 15))
+            frames.append(frame)
+            if frame["type"] == "error":
+                raise AssertionError(f"error frame: {frame}")
+            if frame["type"] == "delta":
+                assert frame["offset"] == len(text), f"gap or repeat at {frame['offset']}"
+                text += frame["text"]
+            if frame["type"] == "reply.finished":
+                return {"frames": frames, "text": text, "finished": frame, "hello": hello}
+
+
+async def foreign_origin_refused(server: Server, cookie: str) -> bool:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+    from websockets.typing import Origin
+
+    ws_url = server.url.replace("http://", "ws://") + "/ws/streamchat/"
+    try:
+        async with connect(
+            ws_url,
+            origin=Origin("http://evil.example"),
+            additional_headers={"Cookie": cookie},
+        ):
+            return False
+    except InvalidStatus as refused:
+        return refused.response.status_code == 403
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+
+def test_dropin_installs_the_wheel_with_the_oldest_claimed_channels(toolchain: Toolchain) -> None:
+    """The virtualenv runs streamchat from the wheel (not this source tree), on Django 5.2 and the
+    oldest Channels that pyproject.toml claims."""
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert toolchain.version("django-streamchat") == version
+    assert toolchain.version("channels").startswith(oldest_claimed("channels"))
+    assert toolchain.version("django").startswith("5.2.")
+    location = Path(toolchain.module_file("streamchat"))
+    assert location.is_relative_to(toolchain.path), location
+    assert (location.parent / "templates" / "streamchat" / "chat.html").exists()
+
+
+def test_dropin_login_then_a_reply_streams_over_the_websocket(
+    served: Served, simulator: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host, server = served.host, served.server
+    simulator.token_delay = 0.005  # about 100 tokens: several frames of coalesced deltas
+    client = log_in(server, host)
+    cookie = f"sessionid={client.cookies['sessionid']}"
+    result = asyncio.run(stream_reply(server, cookie, "Hello from the drop-in test"))
+    finished = result["finished"]
+    assert finished["status"] == "complete", finished
+    assert result["text"] == DEFAULT_REPLY
+    assert finished["length"] == len(DEFAULT_REPLY)
+    deltas = [frame for frame in result["frames"] if frame["type"] == "delta"]
+    assert len(deltas) >= 2  # streamed, not one blob
+    assert finished["usage"]["completion_tokens"] > 0
+
+    timeline = TIMELINE["first"]
+    if not any(what.startswith("first streamed reply") for what, _ in timeline.marks):
+        timeline.mark("first streamed reply finished")
+        report = "Drop-in, from an empty folder:\n" + timeline.report()
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "dropin-timing.txt").write_text(report + "\n")
+        with capsys.disabled():
+            print("\n" + report)
+
+    # README's ASGI block checks the Origin: another site's page cannot open the socket.
+    assert asyncio.run(foreign_origin_refused(server, cookie))
+    assert server.problems() == []
+
+
+def test_dropin_chat_page_is_served_with_hashed_static_files(served: Served) -> None:
+    host, server = served.host, served.server
+    anonymous = httpx.get(f"{server.url}/{host.prefix}", timeout=10)
+    assert anonymous.status_code == 302
+    assert anonymous.headers["location"].startswith("/accounts/login/")
+
+    client = log_in(server, host)
+    page = client.get(f"/{host.prefix}")
+    assert page.status_code == 200
+    assert 'id="host-header"' in page.text  # inside the host's base template
+    assert 'id="streamchat-config"' in page.text
+    # ManifestStaticFilesStorage names (DEBUG is off), every one served.
+    scripts = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)
+    hashed = r"/static/streamchat/chat\.[0-9a-f]{12}\.js"
+    assert any(re.fullmatch(hashed, url) for url in scripts), scripts
+    for url in scripts:
+        response = client.get(url)
+        assert response.status_code == 200, f"{url}: {response.status_code}"
+    assert server.problems() == []
+
+
+def test_dropin_chat_page_renders_and_streams_in_chromium(served: Served, simulator: Any) -> None:
+    host, server = served.host, served.server
+    if not os.path.exists(CHROMIUM):
+        message = f"{CHROMIUM} is missing (apt-get install chromium)"
+        if IN_CI:
+            pytest.fail(f"{message}, and CI must run browser tests.")
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    failures: list[str] = []
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            context = browser.new_context(base_url=server.url)
+            context.set_default_timeout(15_000)
+            page = context.new_page()
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on(
+                "response",
+                lambda r: failures.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+            )
+            page.goto(f"/{host.prefix}")
+            assert "/accounts/login/" in page.url
+            page.fill("input[name=username]", host.login)
+            page.fill("input[name=password]", PASSWORD)
+            with page.expect_navigation():
+                page.click("#host-login button[type=submit]")
+            page.locator("#sc-input").wait_for()
+            assert page.url.endswith(f"/{host.prefix}")
+            # The host's layout around the chat, with both stylesheets applied.
+            assert page.locator("#host-main #streamchat").count() == 1
+            header = page.eval_on_selector(
+                "#host-header", "e => getComputedStyle(e).backgroundColor"
+            )
+            assert header == "rgb(1, 2, 3)"
+            # The chat fits under the host's header: the page itself does not scroll.
+            assert page.evaluate(
+                "() => document.documentElement.scrollHeight <= window.innerHeight"
+            )
+            app_display = page.eval_on_selector("#streamchat", "e => getComputedStyle(e).display")
+            assert app_display != "block", "chat.css is not applied"
+            page.fill("#sc-input", "Hello from Chromium")
+            page.press("#sc-input", "Enter")
+            reply = page.locator('.sc-msg--assistant[data-status="complete"]')
+            reply.wait_for()
+            assert "OpenRouter simulator" in reply.locator(".sc-body").inner_text()
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / f"dropin-{served.name}.png"))
+        finally:
+            browser.close()
+    assert failures == [], failures
+    assert errors == [], errors
+    assert server.problems() == []
