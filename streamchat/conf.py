@@ -73,6 +73,13 @@ DEFAULTS: dict[str, Any] = {
     "RESERVE_MAX_TOKENS": 4096,
     # Staff users skip rate limits and budgets.
     "EXEMPT_STAFF": False,
+    # --- HTTP: Server-Sent Events and the OpenAI-compatible API -------------------------------
+    # A keep-alive comment goes out on an SSE stream after this many seconds without an event.
+    "SSE_KEEPALIVE_SECONDS": 15.0,
+    # Also store OpenAI-compatible API exchanges as conversations (default: only the usage row).
+    "API_STORE_CONVERSATIONS": False,
+    # Largest OpenAI-compatible API request body, in bytes (above it: 413).
+    "API_MAX_REQUEST_BYTES": 1024 * 1024,
     # --- Chat page ----------------------------------------------------------------------------
     # Content-Security-Policy header of the chat page (str), or None to send none (the host sets
     # its own). The default allows no inline script and no image from another origin.

@@ -1,6 +1,6 @@
-"""The reply engine's entry points: send, regenerate, edit, stop, follow.
+"""The reply engine's entry points: send, regenerate, edit, stop, follow, complete.
 
-Every front end (the websocket consumer, and later the SSE and OpenAI-compatible views) calls
+Every front end (the websocket consumer, the SSE views and the OpenAI-compatible views) calls
 these; none of them talks to OpenRouter or writes reply rows itself. Order of a send: validate,
 find a repeated client id (answer with the existing rows), admit against the user's limits, store
 the rows, start the run. A refused send stores nothing but the refusal record.
@@ -19,7 +19,7 @@ from ..exceptions import ChatError
 from ..models import Message, Usage
 from ..openrouter.client import ChatRequest
 from ..text import clean_text
-from . import store
+from . import completions, store
 from .context import build_messages, estimate_prompt_tokens
 from .hub import Follower, conversation_group, get_hub
 from .run import Origin, ReplyRun
@@ -209,6 +209,68 @@ async def astop(user: Any, reply_id: int) -> bool:
 
 def local_run(reply_id: int) -> ReplyRun | None:
     return get_hub().runs.get(reply_id)
+
+
+async def acomplete_messages(
+    user: Any,
+    *,
+    messages: Any,
+    model: Any,
+    options: Options = Options(),
+    source: str = Usage.Source.API,
+    keep: bool | None = None,
+    follower: Follower | None = None,
+) -> ReplyRun:
+    """A reply to ``messages`` the request carries itself (the OpenAI-compatible API).
+
+    The same admission as a chat message: an enabled model only, the user's limits and budgets
+    (reserved before the call, settled when it ends), the keys with failover, one Usage row.
+    ``keep`` (default: the ``API_STORE_CONVERSATIONS`` setting) also stores the exchange as a
+    conversation; otherwise the run has no Message row. Returns the started run; ``follower``
+    sees it from the first delta.
+    """
+    turns = completions.validate_messages(messages)
+    if not isinstance(model, str) or not model.strip() or len(model) > 200:
+        raise ChatError("invalid", "model must be a model id.", field="model")
+    choice: ModelChoice = await database_sync_to_async(store.choose_model)(model)
+    upstream = completions.upstream_messages(turns, choice)
+    max_tokens = reply_token_cap(options, choice, estimate_prompt_tokens(upstream))
+    reservation = await _reserve(user, choice, upstream, max_tokens, source)
+    if keep is None:
+        keep = bool(app_settings.API_STORE_CONVERSATIONS)
+    rows: NewReply | None = None
+    if keep:
+        try:
+            rows = await database_sync_to_async(completions.create_exchange_rows)(
+                user.pk, choice.model_id, turns
+            )
+        except BaseException:
+            await _release(reservation)
+            raise
+    temperature = options.temperature if options.temperature is not None else choice.temperature
+    run = ReplyRun(
+        hub=get_hub(),
+        reply_id=rows.reply_id if rows else None,
+        parent_id=rows.message_id if rows else None,
+        origin=Origin(
+            user_id=user.pk,
+            conversation_id=rows.conversation_id if rows else None,
+            source=source,
+        ),
+        model=choice,
+        request=ChatRequest(
+            model=choice.model_id,
+            messages=upstream,
+            fallback_models=list(choice.fallback_models),
+            temperature=temperature,
+            max_tokens=max_tokens,
+        ),
+        reservation=reservation,
+    )
+    if follower is not None:
+        run.follow(follower)
+    run.start()
+    return run
 
 
 # -- internals ---------------------------------------------------------------------------------

@@ -4,6 +4,10 @@ The hot path (``_consume``) appends each delta to an in-memory list and hands it
 followers; nothing per delta touches the database, the channel layer or the log. A ticker saves
 the text every ``CHECKPOINT_MS`` (renewing the reply's lease) and, once another worker watches,
 publishes new text every ``GROUP_BATCH_MS``.
+
+A run of the OpenAI-compatible API that is not stored as a conversation has no Message row
+(``reply_id`` and ``origin.conversation_id`` are None): it is not registered with the hub (nobody
+can follow or stop it by id), keeps no checkpoints, and its end writes only its Usage row.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ class Origin:
     """Who asked for a reply, and through which entry point (``Usage.source``)."""
 
     user_id: int
-    conversation_id: int
+    conversation_id: int | None  # None: an API exchange that is not stored
     source: str = Usage.Source.WEBSOCKET
     client_id: str = ""
 
@@ -47,7 +51,7 @@ class ReplyRun:
         self,
         *,
         hub: Hub,
-        reply_id: int,
+        reply_id: int | None,
         parent_id: int | None,
         origin: Origin,
         model: ModelChoice,
@@ -112,7 +116,10 @@ class ReplyRun:
     # -- the reply -----------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        await self.hub.register(self)
+        if self.reply_id is not None:
+            await self.hub.register(self)
+        else:
+            await self.hub.ensure_started()
         ticker = self.hub.spawn(self._tick())
         try:
             self._consumer = asyncio.get_running_loop().create_task(self._consume())
@@ -136,7 +143,8 @@ class ReplyRun:
             try:
                 await self._finalize()
             finally:
-                await self.hub.unregister(self)
+                if self.reply_id is not None:
+                    await self.hub.unregister(self)
                 self.done.set()
 
     async def _consume(self) -> None:
@@ -238,7 +246,7 @@ class ReplyRun:
                             "text": self.text_from(base),
                         },
                     )
-                if ticks % every == 0:
+                if self.reply_id is not None and ticks % every == 0:
                     length = self.length
                     await database_sync_to_async(store.checkpoint)(
                         self.reply_id, "".join(self.text), "".join(self.reasoning)
@@ -270,19 +278,27 @@ class ReplyRun:
         usage_fields = self._usage_fields(status, model_used, content)
         error_code = _error_code(self.error)
         error_message = self.error.message if self.error else ""
+        reply: Message | None
+        usage_row: Usage | None
         try:
-            reply, usage_row = await database_sync_to_async(store.finish_reply)(
-                reply_id=self.reply_id,
-                user_id=self.origin.user_id,
-                content=content,
-                reasoning="".join(self.reasoning),
-                status=status,
-                finish_reason=finish_reason,
-                model_used=model_used,
-                error_code=error_code,
-                error_message=error_message,
-                usage=usage_fields,
-            )
+            if self.reply_id is None:
+                reply = None
+                usage_row = await database_sync_to_async(store.record_usage)(
+                    user_id=self.origin.user_id, usage=usage_fields
+                )
+            else:
+                reply, usage_row = await database_sync_to_async(store.finish_reply)(
+                    reply_id=self.reply_id,
+                    user_id=self.origin.user_id,
+                    content=content,
+                    reasoning="".join(self.reasoning),
+                    status=status,
+                    finish_reason=finish_reason,
+                    model_used=model_used,
+                    error_code=error_code,
+                    error_message=error_message,
+                    usage=usage_fields,
+                )
         except Exception:
             # The lease lapses and the reaper marks the reply interrupted with its last checkpoint.
             logger.exception("streamchat: could not store the end of reply %s", self.reply_id)
@@ -314,18 +330,20 @@ class ReplyRun:
                 logger.debug("streamchat: a follower of reply %s went away", self.reply_id)
         layer = get_channel_layer()
         try:
-            if self.watched:
+            if self.watched and self.reply_id is not None:
                 await layer.group_send(
                     reply_group(self.reply_id), {**frame, "type": "streamchat.finished"}
                 )
-            await layer.group_send(
-                conversation_group(self.origin.conversation_id),
-                {**frame, "type": "streamchat.finished"},
-            )
+            if self.origin.conversation_id is not None:
+                await layer.group_send(
+                    conversation_group(self.origin.conversation_id),
+                    {**frame, "type": "streamchat.finished"},
+                )
         except Exception:
             logger.exception("streamchat: could not publish the end of reply %s", self.reply_id)
         if reply is not None:
             await signals.reply_finished.asend(sender=Message, message=reply, usage=usage_row)
+        if usage_row is not None:
             await signals.usage_recorded.asend(sender=Usage, usage=usage_row)
         if (
             usage_row is not None

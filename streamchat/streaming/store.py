@@ -263,6 +263,11 @@ def finish_reply(
     return reply, row
 
 
+def record_usage(*, user_id: int, usage: dict[str, Any]) -> Usage:
+    """The one Usage row of a reply that has no Message row (an API exchange not stored)."""
+    return Usage.objects.create(user_id=user_id, message=None, created=timezone.now(), **usage)
+
+
 def update_usage_cost(usage_id: int, figures: dict[str, Any]) -> None:
     """Replace estimated figures with what OpenRouter's /generation reported later."""
     Usage.objects.filter(pk=usage_id).update(**figures)
