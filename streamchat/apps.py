@@ -10,8 +10,10 @@ class StreamchatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
-        from . import seeding
+        from . import (
+            checks,  # noqa: F401  (registers the system checks)
+            seeding,
+        )
 
         # The API_KEY setting (OPENROUTER_API_KEY in the demo) becomes an encrypted ApiKey row
         # on the first migrate, when there is none yet.

@@ -23,7 +23,8 @@ def check_asgi_setup(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
         messages.append(
             Error(
                 "ASGI_APPLICATION is not set.",
-                hint="Point it at your asgi.py application that routes streamchat.routing.websocket_urlpatterns.",
+                hint="Point it at your asgi.py application that routes "
+                "streamchat.routing.websocket_urlpatterns.",
                 id="streamchat.E001",
             )
         )
@@ -32,8 +33,8 @@ def check_asgi_setup(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
         messages.append(
             Error(
                 "No default channel layer is configured.",
-                hint="Set CHANNEL_LAYERS['default']: channels_redis.core.RedisChannelLayer in production, "
-                f"{INMEMORY_LAYER} for a single process.",
+                hint="Set CHANNEL_LAYERS['default']: channels_redis.core.RedisChannelLayer in "
+                f"production, {INMEMORY_LAYER} for a single process.",
                 id="streamchat.E002",
             )
         )
@@ -49,8 +50,9 @@ def check_asgi_setup(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
         messages.append(
             Warning(
                 "'daphne' is not in INSTALLED_APPS, so runserver serves no websockets.",
-                hint="Add 'daphne' first in INSTALLED_APPS, or serve the site with another ASGI server "
-                "(uvicorn) and ignore this with SILENCED_SYSTEM_CHECKS = ['streamchat.W002'].",
+                hint="Add 'daphne' first in INSTALLED_APPS, or serve the site with another ASGI "
+                "server (uvicorn) and ignore this with SILENCED_SYSTEM_CHECKS = "
+                "['streamchat.W002'].",
                 id="streamchat.W002",
             )
         )

@@ -122,7 +122,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 expired = ChatError("auth_expired", "Your session ended: log in again.")
                 client_id = frame.get("client_id")
                 await self.send_frame(
-                    expired.as_frame(client_id=client_id[:64] if isinstance(client_id, str) else None)
+                    expired.as_frame(
+                        client_id=client_id[:64] if isinstance(client_id, str) else None
+                    )
                 )
                 await self.close(code=CLOSE_UNAUTHENTICATED)
                 return
@@ -319,7 +321,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if reply_id in self.remote_known:
                 self.remote_known[reply_id] = max(self.remote_known[reply_id], offset + len(text))
         if text:
-            await self.send_frame({"type": "delta", "reply": reply_id, "offset": offset, "text": text})
+            await self.send_frame(
+                {"type": "delta", "reply": reply_id, "offset": offset, "text": text}
+            )
 
     async def _drop_remote(self, reply_id: int) -> None:
         self.following.pop(reply_id, None)

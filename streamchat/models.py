@@ -220,7 +220,8 @@ class ChatModel(models.Model):
     context_length = models.PositiveIntegerField(_("context length"), null=True, blank=True)
     created = models.DateTimeField(_("created"), default=timezone.now, editable=False)
     updated = models.DateTimeField(_("updated"), auto_now=True)
-    # Set by "Sync from OpenRouter" when /models lists this model; stale means OpenRouter dropped it.
+    # Set by "Sync from OpenRouter" when /models lists this model; stale means OpenRouter
+    # dropped it.
     last_synced = models.DateTimeField(_("last synced"), null=True, blank=True, editable=False)
 
     class Meta:
@@ -408,7 +409,8 @@ class Usage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.model_used or self.model_requested}: {self.total_tokens} tokens, ${self.cost:.6f}"
+        model = self.model_used or self.model_requested
+        return f"{model}: {self.total_tokens} tokens, ${self.cost:.6f}"
 
     @property
     def total_tokens(self) -> int:
@@ -505,7 +507,8 @@ class PersonalToken(models.Model):
     """A user's bearer token for the OpenAI-compatible API (see streamchat.tokens).
 
     Only a SHA-256 hash of the token is stored; the token itself is shown once, when it is made.
-    ``prefix`` (the first characters, e.g. ``sc-AbCd12``) lets the user and admins tell tokens apart.
+    ``prefix`` (the first characters, e.g. ``sc-AbCd12``) lets the user and admins tell tokens
+    apart.
     """
 
     user = models.ForeignKey(

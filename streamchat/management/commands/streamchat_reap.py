@@ -12,11 +12,14 @@ from streamchat.streaming.store import reap_interrupted
 
 class Command(BaseCommand):
     help = (
-        "Mark streaming replies whose lease lapsed (their worker died) as interrupted, keeping the "
-        "text saved so far, and expire their limit reservations. Workers also do this by themselves."
+        "Mark streaming replies whose lease lapsed (their worker died) as interrupted, keeping "
+        "the text saved so far, and expire their limit reservations. Workers also do this by "
+        "themselves."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
         replies = reap_interrupted()
         reservations = limits.reap_expired()
-        self.stdout.write(f"{len(replies)} replies interrupted, {reservations} reservations expired.")
+        self.stdout.write(
+            f"{len(replies)} replies interrupted, {reservations} reservations expired."
+        )
