@@ -1,7 +1,8 @@
 """Drop-in: README's "Add to your site", carried out on a brand-new Django site.
 
 One clean virtualenv gets the built wheel of django-streamchat (not the source tree) with README's
-``pip install`` line, and the oldest Channels release that pyproject.toml claims. Two host sites
+``pip install`` lines, and the oldest release of every dependency that pyproject.toml claims
+(Django 5.2.0, Channels 4.1.0, ...): the rest of the suite runs on the newest ones. Two host sites
 are made with ``django-admin startproject`` and given what an existing site has (a base template,
 a login page, DEBUG off), then README's blocks and commands, read from README.md itself:
 
@@ -55,6 +56,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+EXTRAS = ["redis"]  # README's pip line brings "daphne"; the custom-user host uses Redis
 STATIC_FILES = "for production static files"
 SEVERAL_PROCESSES = "for several server processes"
 
@@ -76,16 +78,21 @@ class Timeline:
 TIMELINE: dict[str, Timeline] = {}
 
 
-def oldest_claimed(distribution: str) -> str:
-    """pyproject.toml's lower bound for ``distribution`` (``channels>=4.1``: ``4.1``)."""
+def lower_bounds(extras: list[str]) -> dict[str, str]:
+    """pyproject.toml's lower bound of every runtime dependency and of ``extras``' dependencies:
+    ``{"channels": "4.1", ...}``. Each must have one (``name>=X``), so each is tested."""
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    for requirement in project["dependencies"]:
-        match = re.fullmatch(rf"{distribution}\s*>=\s*([\d.]+)\s*(,.*)?", requirement)
-        if match:
-            return match.group(1)
-    raise AssertionError(f"pyproject.toml declares no lower bound for {distribution}")
+    requirements = list(project["dependencies"])
+    for extra in extras:
+        requirements += project["optional-dependencies"][extra]
+    bounds = {}
+    for requirement in requirements:
+        match = re.fullmatch(r"([\w-]+)\s*>=\s*([\d.]+)\s*(,\s*<\s*[\d.]+)?", requirement)
+        assert match, f"pyproject.toml: {requirement!r} has no lower bound to test"
+        bounds[match.group(1).lower()] = match.group(2)
+    return bounds
 
 
 # --- fixtures: one wheel, one virtualenv, two hosts, two servers each ---------------------------
@@ -110,8 +117,8 @@ def toolchain(
         tmp_path_factory.mktemp("dropin") / "venv",
         readme=readme,
         wheel=wheel,
-        extras=["redis"],
-        also=[f"channels=={oldest_claimed('channels')}"],
+        extras=EXTRAS,
+        also=[f"{name}=={floor}" for name, floor in lower_bounds(["daphne", *EXTRAS]).items()],
     )
     timeline.mark("virtualenv with django-streamchat installed from the wheel")
     return toolchain
@@ -279,15 +286,20 @@ async def foreign_origin_refused(server: Server, cookie: str) -> bool:
 # --- tests ------------------------------------------------------------------------------------
 
 
-def test_dropin_installs_the_wheel_with_the_oldest_claimed_channels(toolchain: Toolchain) -> None:
-    """The virtualenv runs streamchat from the wheel (not this source tree), on Django 5.2 and the
-    oldest Channels that pyproject.toml claims."""
+def test_dropin_installs_the_wheel_with_the_oldest_claimed_dependencies(
+    toolchain: Toolchain,
+) -> None:
+    """The virtualenv runs streamchat from the wheel (not this source tree), on the lower bound of
+    every dependency that pyproject.toml declares."""
     import tomllib
+
+    from packaging.version import Version
 
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert toolchain.version("django-streamchat") == version
-    assert toolchain.version("channels").startswith(oldest_claimed("channels"))
-    assert toolchain.version("django").startswith("5.2.")
+    for name, floor in lower_bounds(["daphne", *EXTRAS]).items():
+        assert Version(toolchain.version(name)) == Version(floor), name
+    assert Version(toolchain.version("django")).release[:2] == (5, 2)
     location = Path(toolchain.module_file("streamchat"))
     assert location.is_relative_to(toolchain.path), location
     assert (location.parent / "templates" / "streamchat" / "chat.html").exists()
@@ -401,3 +413,11 @@ def test_dropin_chat_page_renders_and_streams_in_chromium(served: Served, simula
     assert failures == [], failures
     assert errors == [], errors
     assert server.problems() == []
+
+
+def test_dropin_model_sync_command_reaches_openrouter(
+    hosts: Callable[[str], HostSite], simulator: Any
+) -> None:
+    """The SDK's sync client (admin's key check and model sync) works with the oldest openai."""
+    output = hosts("default").manage("sync_openrouter_models")
+    assert "Synced from OpenRouter" in output, output
