@@ -1,10 +1,13 @@
-"""The chat page and its JSON API; include under any prefix (the demo uses ``chat/``)."""
+"""The chat page, its JSON API, Server-Sent Events, the tokens page and the OpenAI-compatible API;
+include under any prefix (the demo uses ``chat/``, so OpenAI clients get ``base_url=…/chat/v1``).
+docs/http.md describes every endpoint."""
 
 from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, path
 
 from . import views
+from .http import openai_compat, sse, tokens
 
 app_name = "streamchat"
 
@@ -13,9 +16,22 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("c/<int:pk>/", views.ChatView.as_view(), name="conversation"),
     path("api/conversations/", views.ConversationListView.as_view(), name="api-conversations"),
     path(
+        "api/conversations/new/",
+        views.ConversationCreateView.as_view(),
+        name="api-conversation-create",
+    ),
+    path(
         "api/conversations/<int:pk>/",
         views.ConversationDetailView.as_view(),
         name="api-conversation",
     ),
     path("api/models/", views.ModelListView.as_view(), name="api-models"),
+    # Server-Sent Events
+    path("api/stream/", sse.stream_reply, name="api-stream"),
+    path("api/replies/<int:pk>/events/", sse.follow_reply, name="api-reply-events"),
+    path("api/replies/<int:pk>/stop/", sse.stop_reply, name="api-reply-stop"),
+    # Personal tokens, and the OpenAI-compatible API they open
+    path("tokens/", tokens.TokensView.as_view(), name="tokens"),
+    path("v1/chat/completions", openai_compat.chat_completions, name="openai-chat-completions"),
+    path("v1/models", openai_compat.models, name="openai-models"),
 ]

@@ -1,19 +1,21 @@
-"""The chat page and the small JSON API behind it.
+"""The chat page and the session JSON API (docs/http.md).
 
 The page is one template plus plain JS (``static/streamchat/chat.js``); replies stream over the
-websocket (docs/protocol.md). What the page needs over HTTP is here: the user's conversations (list,
-search, rename, delete), one conversation as a message tree, and the enabled models.
+websocket (docs/protocol.md) or Server-Sent Events (``streamchat.http.sse``). Here: the user's
+conversations (list by recency with search, create, rename, delete), one conversation as a message
+tree with its current branch, and the enabled models.
 
-The JSON views share one contract (docs/ui.md): session authentication (401 ``not_authenticated``
-rather than a login redirect), CSRF on unsafe methods (403 ``csrf_failed``), another user's
-conversation answers exactly like a missing one (404 ``not_found``), and every error is
-``{"code": ..., "message": ...}`` with a stable code.
+The JSON views share one contract: session authentication (401 ``not_authenticated`` rather than a
+login redirect), CSRF on unsafe methods (403 ``csrf_failed``), another user's conversation answers
+exactly like a missing one (404 ``not_found``), and every error is ``{"code": ..., "message": ...}``
+with a stable code and the status of ``STATUS_BY_CODE`` (429 also sends ``Retry-After``).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import math
 from collections import defaultdict
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -21,6 +23,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.exceptions import RequestDataTooBig
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware, get_token
@@ -32,6 +35,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import TemplateView
 
 from .conf import app_settings
+from .exceptions import ChatError
 from .models import ChatModel, Conversation, Message, Usage
 
 TITLE_MAX_CHARS = Conversation._meta.get_field("title").max_length or 200
@@ -106,6 +110,7 @@ def conversation_tree(conversation: Conversation) -> dict[str, Any]:
         children[message.parent_id].append(message.pk)
     items = []
     for message in messages:
+        siblings = children[message.parent_id]
         error = (
             {"code": message.error_code, "message": message.error_message}
             if message.error_code or message.error_message
@@ -127,15 +132,25 @@ def conversation_tree(conversation: Conversation) -> dict[str, Any]:
                 "created": message.created.isoformat(),
                 "completed": message.completed.isoformat() if message.completed else None,
                 "children": children.get(message.pk, []),
-                "siblings": children[message.parent_id],
+                "siblings": siblings,
+                "sibling_count": len(siblings),
+                "sibling_index": siblings.index(message.pk) + 1,
             }
         )
     newest = max(messages, key=lambda m: (m.created, m.pk), default=None)
+    parents = {message.pk: message.parent_id for message in messages}
+    branch: list[int] = []
+    node = newest.pk if newest else None
+    while node is not None and len(branch) <= len(messages):
+        branch.append(node)
+        node = parents.get(node)
+    branch.reverse()
     return {
         **conversation_summary(conversation),
         "streaming": any(m.status == Message.Status.STREAMING for m in messages),
         "messages": items,
         "current": newest.pk if newest else None,
+        "branch": branch,
     }
 
 
@@ -198,11 +213,71 @@ class ChatView(LoginRequiredMixin, TemplateView):
 # --- the JSON API ------------------------------------------------------------------------------
 
 
+# The HTTP status of each error code (docs/http.md); an unlisted code is a 400.
+STATUS_BY_CODE = {
+    "bad_json": 400,
+    "invalid": 400,
+    "model_unavailable": 400,
+    "not_authenticated": 401,
+    "csrf_failed": 403,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "busy": 409,
+    "message_too_large": 413,
+    "rate_limited": 429,
+    "limits_unavailable": 503,
+}
+
+
 def json_error(code: str, message: str, status: int, **extra: Any) -> JsonResponse:
-    return JsonResponse({"code": code, "message": message, **extra}, status=status)
+    response = JsonResponse({"code": code, "message": message, **extra}, status=status)
+    retry_after = extra.get("retry_after")
+    if retry_after is not None:
+        response["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return response
 
 
-def _csrf_passes(request: HttpRequest) -> bool:
+def error_response(error: ChatError) -> JsonResponse:
+    """A refused request as JSON, with the status of its code."""
+    extra: dict[str, Any] = {}
+    if error.field:
+        extra["field"] = error.field
+    if error.retry_after is not None:
+        extra["retry_after"] = round(error.retry_after, 1)
+    return json_error(error.code, error.message, STATUS_BY_CODE.get(error.code, 400), **extra)
+
+
+def parse_json_body(request: HttpRequest, limit: int) -> dict[str, Any]:
+    """The request's JSON object; ``ChatError`` ``message_too_large`` above ``limit`` bytes
+    (413), ``bad_json`` (400) when it is not a JSON object."""
+    too_large = ChatError("message_too_large", f"Requests are limited to {limit} bytes.")
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise too_large from None
+    if len(raw) > limit:
+        raise too_large
+    try:
+        body = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise ChatError("bad_json", "The request body is not JSON.") from None
+    if not isinstance(body, dict):
+        raise ChatError("bad_json", "The request body must be a JSON object.")
+    return body
+
+
+def read_json_body(request: HttpRequest, limit: int) -> dict[str, Any] | JsonResponse:
+    """``parse_json_body``, or the JSON error response to answer."""
+    try:
+        return parse_json_body(request, limit)
+    except ChatError as error:
+        return error_response(error)
+
+
+def csrf_passes(request: HttpRequest) -> bool:
     """Django's own CSRF check, run here so a failure answers JSON instead of the HTML 403 page."""
 
     def get_response(request: HttpRequest) -> HttpResponse:  # never called
@@ -220,7 +295,7 @@ class JsonView(View):
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_authenticated:
             return json_error("not_authenticated", "Log in to use the chat.", 401)
-        if request.method not in ("GET", "HEAD", "OPTIONS", "TRACE") and not _csrf_passes(request):
+        if request.method not in ("GET", "HEAD", "OPTIONS", "TRACE") and not csrf_passes(request):
             return json_error("csrf_failed", "CSRF verification failed: reload the page.", 403)
         return super().dispatch(request, *args, **kwargs)
 
@@ -232,13 +307,7 @@ class JsonView(View):
         return response
 
     def read_json(self, request: HttpRequest) -> dict[str, Any] | JsonResponse:
-        try:
-            body = json.loads(request.body or b"null")
-        except (ValueError, UnicodeDecodeError):
-            return json_error("bad_json", "The request body is not JSON.", 400)
-        if not isinstance(body, dict):
-            return json_error("bad_json", "The request body must be a JSON object.", 400)
-        return body
+        return read_json_body(request, app_settings.MAX_FRAME_BYTES)
 
     def get_conversation(self, request: HttpRequest, pk: int) -> Conversation | JsonResponse:
         # Another user's conversation is indistinguishable from a missing one.
@@ -274,6 +343,38 @@ class ConversationListView(JsonView):
                 "q": query,
             }
         )
+
+
+class ConversationCreateView(JsonView):
+    """POST ``{"title": ..., "model": ...}`` (both optional): a new, empty conversation (201).
+
+    Its first message goes through the websocket or ``POST api/stream/`` with its id; a message
+    sent with ``conversation: null`` creates a conversation too."""
+
+    def post(self, request: HttpRequest) -> JsonResponse:
+        body = self.read_json(request)
+        if isinstance(body, JsonResponse):
+            return body
+        title = body.get("title", "")
+        if not isinstance(title, str):
+            return json_error("invalid", "title must be a string.", 400, field="title")
+        title = " ".join(title.replace("\x00", "").split())
+        if len(title) > TITLE_MAX_CHARS:
+            return json_error(
+                "invalid", f"A title has at most {TITLE_MAX_CHARS} characters.", 400, field="title"
+            )
+        model = body.get("model")
+        enabled = {m["id"]: m for m in enabled_models()}
+        if model is None:
+            model = next(m["id"] for m in enabled.values() if m["default"])
+        elif not isinstance(model, str) or model not in enabled:
+            return json_error(
+                "model_unavailable", "This model is not available.", 400, field="model"
+            )
+        conversation = Conversation.objects.create(owner=request.user, title=title, model=model)
+        response = JsonResponse(conversation_summary(conversation), status=201)
+        response["Location"] = reverse("streamchat:api-conversation", args=[conversation.pk])
+        return response
 
 
 class ConversationDetailView(JsonView):

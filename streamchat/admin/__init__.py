@@ -1,5 +1,5 @@
 """streamchat in Django admin: API keys, chat models, rate limits, the usage ledger and its
-dashboard, and the chat log (read-only, for support).
+dashboard, the chat log (read-only, for support) and users' personal API tokens.
 
 One module per page family; importing this package registers them all on ``admin.site``. The
 rate-limit inline is also added to the host's user and group admin pages when those are
@@ -10,6 +10,7 @@ from .chat_models import ChatModelAdmin
 from .conversations import ConversationAdmin, MessageAdmin
 from .keys import ApiKeyAdmin
 from .limits import GroupRateLimitInline, RateLimitAdmin, UserRateLimitInline, add_limits_inlines
+from .tokens import PersonalTokenAdmin
 from .usage import UsageAdmin
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "ConversationAdmin",
     "GroupRateLimitInline",
     "MessageAdmin",
+    "PersonalTokenAdmin",
     "RateLimitAdmin",
     "UsageAdmin",
     "UserRateLimitInline",

@@ -35,7 +35,7 @@ from .hub import Coalescer, get_hub
 class QueueFollower:
     """Frames of one reply, coalesced, waiting in a queue for one reader (``get``)."""
 
-    __slots__ = ("reply_id", "queue", "coalescer", "_sent", "_on_close")
+    __slots__ = ("reply_id", "queue", "coalescer", "paused", "closed", "_sent", "_on_close")
 
     def __init__(
         self,
@@ -44,15 +44,20 @@ class QueueFollower:
         offset: int = 0,
         reasoning_offset: int = 0,
         window: float | None = None,
+        paused: bool = False,
     ) -> None:
         self.reply_id = reply_id
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.coalescer = Coalescer(reply_id, self._put, window)  # type: ignore[arg-type]
+        self.paused = paused  # holds deltas until ``release`` (its reply id is not known yet)
+        self.closed = False
         # Code points of each kind already handed on (or held by the reader from the start).
         self._sent = {"delta": offset, "reasoning": reasoning_offset}
         self._on_close: list[Callable[[], Any]] = []
 
     def push(self, kind: str, offset: int, text: str) -> None:
+        if self.closed:
+            return
         sent = self._sent[kind]
         end = offset + len(text)
         if end <= sent:
@@ -61,9 +66,21 @@ class QueueFollower:
             text = text[sent - offset :]
             offset = sent
         self._sent[kind] = end
-        self.coalescer.push(kind, offset, text)
+        if self.paused:
+            self.coalescer.hold(kind, offset, text)
+        else:
+            self.coalescer.push(kind, offset, text)
+
+    def release(self, reply_id: int | None) -> None:
+        """Start handing on frames, now that they can name their reply."""
+        self.reply_id = self.coalescer.reply_id = reply_id  # type: ignore[assignment]
+        self.paused = False
+        self.coalescer.kick()
 
     async def finished(self, frame: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        self.paused = False
         await self.coalescer.drain()
         self.queue.put_nowait(frame)
 
@@ -82,6 +99,7 @@ class QueueFollower:
 
     def close(self) -> None:
         """The reader went away: stop following (the reply itself goes on)."""
+        self.closed = True
         self.coalescer.close()
         callbacks, self._on_close = self._on_close, []
         for callback in callbacks:

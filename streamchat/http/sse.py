@@ -1,0 +1,246 @@
+"""Replies as Server-Sent Events (docs/http.md): async views, served under ASGI.
+
+- ``POST api/stream/`` with a websocket ``send``, ``regenerate`` or ``edit`` frame as its JSON body
+  starts a reply and streams it: ``ack``, ``conversation.updated`` (a new conversation),
+  ``reply.started``, then ``delta`` / ``reasoning`` events, ``reply.finished`` and ``end``.
+- ``GET api/replies/<id>/events/`` follows a reply from what the client holds (``Last-Event-ID``,
+  or ``?from=`` on the first request), whether it still streams (here or in another worker) or
+  already ended.
+- ``POST api/replies/<id>/stop/`` stops it.
+
+Every event's ``data`` is the websocket protocol's frame (docs/protocol.md) and its ``id`` is the
+client's position after it: the code points of reply text it holds, plus ``.`` and those of the
+reasoning once there is any (``"120"``, ``"120.48"``). A reconnecting ``EventSource`` sends the
+last one as ``Last-Event-ID`` and gets exactly what it misses. A client that goes away does not
+stop the reply (nor, while it is being admitted, its start); the stop endpoint does.
+
+Requests that are refused before a reply starts answer JSON errors with their status (400, 401,
+403, 404, 409 ``busy``, 413, 429 with ``Retry-After``); what goes wrong upstream later arrives as
+the ``reply.finished`` event's ``error``, as on the websocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import wraps
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from ..conf import app_settings
+from ..exceptions import ChatError
+from ..models import Usage
+from ..streaming import engine
+from ..streaming.followers import QueueFollower, afollow
+from ..streaming.hub import get_hub
+from ..views import csrf_passes, error_response, json_error, parse_json_body
+
+# An EventSource that lost its connection tries again after this long (ms).
+RETRY_MS = 1000
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+_POSITION = re.compile(r"(\d{1,10})(?:\.(\d{1,10}))?")
+
+View = Callable[..., Awaitable[HttpResponseBase]]
+
+
+def session_view(*methods: str) -> Callable[[View], View]:
+    """An async view for a logged-in session: JSON 401 / 403 (CSRF) / 405, and ``ChatError``s
+    answered as JSON with their status. The view gets the user as its second argument."""
+
+    def decorate(view: View) -> View:
+        @csrf_exempt  # checked below, so a failure answers JSON instead of the HTML 403 page
+        @wraps(view)
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            if request.method not in methods:
+                response = json_error(
+                    "method_not_allowed", f"{request.method} is not allowed here.", 405
+                )
+                response["Allow"] = ", ".join(methods)
+                return response
+            user = await request.auser()
+            if not user.is_authenticated:
+                return json_error("not_authenticated", "Log in to use the chat.", 401)
+            if request.method not in SAFE_METHODS and not await sync_to_async(csrf_passes)(
+                request
+            ):
+                return json_error("csrf_failed", "CSRF verification failed: reload the page.", 403)
+            try:
+                return await view(request, user, *args, **kwargs)
+            except ChatError as error:
+                return error_response(error)
+
+        return wrapper
+
+    return decorate
+
+
+# -- the views ---------------------------------------------------------------------------------
+
+
+@session_view("POST")
+async def stream_reply(request: HttpRequest, user: Any) -> HttpResponseBase:
+    """Start a reply (a websocket ``send`` / ``regenerate`` / ``edit`` frame as the body) and
+    stream it."""
+    frame = parse_json_body(request, app_settings.MAX_FRAME_BYTES)
+    kind = frame.get("type", "send")
+    common = {
+        "client_id": frame.get("client_id"),
+        "model": frame.get("model"),
+        "options": engine.validate_options(frame.get("temperature"), frame.get("max_tokens")),
+        "source": Usage.Source.SSE,
+    }
+    start: Callable[..., Awaitable[engine.Accepted]]
+    if kind == "send":
+        start, fields = engine.asend, {
+            "content": frame.get("content"),
+            "conversation_id": engine.validate_id(
+                frame.get("conversation"), "conversation", optional=True
+            ),
+            "parent_id": engine.validate_id(frame.get("parent"), "parent", optional=True),
+        }
+    elif kind == "regenerate":
+        start, fields = engine.aregenerate, {
+            "reply_id": engine.validate_id(frame.get("reply"), "reply")
+        }
+    elif kind == "edit":
+        start, fields = engine.aedit, {
+            "message_id": engine.validate_id(frame.get("message"), "message"),
+            "content": frame.get("content"),
+        }
+    else:
+        raise ChatError("invalid", "type must be send, regenerate or edit.", field="type")
+
+    follower = QueueFollower(None, paused=True)  # learns its reply id once accepted
+    # The start runs to its end even if the client goes away meanwhile: a reply admitted (rows
+    # stored, limits reserved) always runs.
+    starting = get_hub().spawn(start(user, follower=follower, **common, **fields))
+    try:
+        accepted: engine.Accepted = await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        follower.close()
+        raise
+    head: list[dict[str, Any]] = [
+        {
+            "type": "ack",
+            "client_id": accepted.client_id,
+            "conversation": accepted.conversation_id,
+            "message": accepted.message_id,
+            "reply": accepted.reply_id,
+            "duplicate": accepted.duplicate,
+        }
+    ]
+    if accepted.new_conversation:
+        head.append(
+            {
+                "type": "conversation.updated",
+                "conversation": accepted.conversation_id,
+                "title": accepted.title,
+            }
+        )
+    if accepted.duplicate:
+        # The first delivery's reply, from its start (wherever it runs, or from its row).
+        follower.close()
+        if not accepted.reply_id:
+            raise ChatError("not_found", "No such reply.")
+        follower = await afollow(user.pk, accepted.reply_id)
+    else:
+        head.append(
+            {
+                "type": "reply.started",
+                "conversation": accepted.conversation_id,
+                "reply": accepted.reply_id,
+                "parent": accepted.parent_id,
+                "model": accepted.model,
+                "client_id": accepted.client_id,
+            }
+        )
+        follower.release(accepted.reply_id)
+    return event_stream_response(follower, head)
+
+
+@session_view("GET")
+async def follow_reply(request: HttpRequest, user: Any, pk: int) -> HttpResponseBase:
+    """Follow reply ``pk`` from ``Last-Event-ID`` (or ``?from=``) to its end."""
+    last = request.headers.get("Last-Event-ID") or request.GET.get("from") or "0"
+    match = _POSITION.fullmatch(last.strip())
+    if match is None:
+        raise ChatError(
+            "invalid",
+            "Last-Event-ID must be an event id of this stream, such as 120 or 120.48.",
+            field="Last-Event-ID",
+        )
+    offset, reasoning = int(match[1]), int(match[2] or 0)
+    follower = await afollow(user.pk, pk, offset=offset, reasoning_offset=reasoning)
+    return event_stream_response(follower, [], offset=offset, reasoning_offset=reasoning)
+
+
+@session_view("POST")
+async def stop_reply(request: HttpRequest, user: Any, pk: int) -> HttpResponseBase:
+    """Stop a streaming reply (in this worker or another): 204, or 404 when it does not stream."""
+    if not await engine.astop(user, pk):
+        raise ChatError("not_found", "No such streaming reply.")
+    return HttpResponse(status=204)
+
+
+# -- the stream --------------------------------------------------------------------------------
+
+
+def event_stream_response(
+    follower: QueueFollower,
+    head: list[dict[str, Any]],
+    *,
+    offset: int = 0,
+    reasoning_offset: int = 0,
+) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(
+        _events(follower, head, offset, reasoning_offset),
+        content_type="text/event-stream; charset=utf-8",
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    return response
+
+
+async def _events(
+    follower: QueueFollower, head: list[dict[str, Any]], text: int, reasoning: int
+) -> AsyncIterator[str]:
+    """The response body. Leaving it (the client went away) only stops following."""
+    keepalive = app_settings.SSE_KEEPALIVE_SECONDS
+    try:
+        yield f"retry: {RETRY_MS}\n\n"
+        position = _position(text, reasoning)
+        for frame in head:
+            yield _event(frame, position)
+        while True:
+            frame = await follower.get(keepalive)
+            if frame is None:
+                yield ": keep-alive\n\n"
+                continue
+            kind = frame["type"]
+            if kind == "delta":
+                text = frame["offset"] + len(frame["text"])
+                position = _position(text, reasoning)
+            elif kind == "reasoning":
+                reasoning = frame["offset"] + len(frame["text"])
+                position = _position(text, reasoning)
+            yield _event(frame, position)
+            if kind == "reply.finished":
+                yield _event({"type": "end", "reply": frame["reply"]}, position)
+                return
+    finally:
+        follower.close()
+
+
+def _position(text: int, reasoning: int) -> str:
+    return f"{text}.{reasoning}" if reasoning else str(text)
+
+
+def _event(frame: dict[str, Any], position: str) -> str:
+    # json.dumps escapes line breaks, so the data is one line whatever the text holds.
+    data = json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+    return f"id: {position}\nevent: {frame['type']}\ndata: {data}\n\n"
