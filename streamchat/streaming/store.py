@@ -172,11 +172,15 @@ def create_reply_rows(
                     client_id=client_id,
                 )
             else:
+                mine = Conversation.objects.filter(owner_id=user_id)
                 if question_id is not None:
-                    conversation_id = Message.objects.get(pk=question_id).conversation_id
-                conversation = Conversation.objects.select_for_update().get(
-                    pk=conversation_id, owner_id=user_id
-                )
+                    mine = mine.filter(messages__pk=question_id)
+                else:
+                    mine = mine.filter(pk=conversation_id)
+                # The lock, taken by writing first (see finish_reply).
+                if not mine.update(updated=now):
+                    raise not_found("conversation")
+                conversation = mine.get()
                 if conversation.messages.filter(status=Message.Status.STREAMING).exists():
                     raise ChatError("busy", "A reply is still streaming in this conversation.")
             if question_id is None:
@@ -238,20 +242,30 @@ def finish_reply(
     error_message: str,
     usage: dict[str, Any],
 ) -> tuple[Message, Usage]:
-    """The reply's final state and its one Usage row, in one transaction."""
+    """The reply's final state and its one Usage row, in one transaction.
+
+    Every transaction here writes before it reads. On SQLite a transaction that read first holds
+    a shared lock it cannot upgrade while another connection (another worker, an admin request)
+    waits to write: SQLite answers "database is locked" at once instead of waiting, and the reply
+    would stay ``streaming`` until the reaper marked it interrupted. Writing first waits its turn
+    (the busy timeout); on PostgreSQL the UPDATE locks the row as ``select_for_update`` would.
+    """
     now = timezone.now()
+    fields: dict[str, Any] = {
+        "content": content,
+        "reasoning": reasoning,
+        "status": status,
+        "finish_reason": finish_reason,
+        "error_code": error_code,
+        "error_message": error_message,
+        "completed": now,
+        "lease_expires": None,
+    }
+    if model_used:
+        fields["model"] = model_used
     with transaction.atomic():
-        reply = Message.objects.select_for_update().get(pk=reply_id)
-        reply.content = content
-        reply.reasoning = reasoning
-        reply.status = status
-        reply.finish_reason = finish_reason
-        reply.model = model_used or reply.model
-        reply.error_code = error_code
-        reply.error_message = error_message
-        reply.completed = now
-        reply.lease_expires = None
-        reply.save()
+        Message.objects.filter(pk=reply_id).update(**fields)
+        reply = Message.objects.get(pk=reply_id)
         # A reply the reaper took for dead already has its row: settle that one, never a second.
         row = reply.usage.select_for_update().order_by("id").first()
         if row is None:
@@ -286,20 +300,19 @@ def reap_interrupted(now: Any = None) -> list[int]:
     ).values_list("pk", flat=True)
     for reply_id in list(stale):
         with transaction.atomic():
-            reply = (
-                Message.objects.select_for_update()
-                .select_related("conversation")
-                .filter(pk=reply_id, status=Message.Status.STREAMING, lease_expires__lt=now)
-                .first()
-            )
-            if reply is None:
+            # One conditional UPDATE, written first (see finish_reply): of two reapers, only one
+            # changes the row.
+            if not Message.objects.filter(
+                pk=reply_id, status=Message.Status.STREAMING, lease_expires__lt=now
+            ).update(
+                status=Message.Status.INTERRUPTED,
+                error_code="interrupted",
+                error_message="The reply was interrupted.",
+                completed=now,
+                lease_expires=None,
+            ):
                 continue
-            reply.status = Message.Status.INTERRUPTED
-            reply.error_code = "interrupted"
-            reply.error_message = "The reply was interrupted."
-            reply.completed = now
-            reply.lease_expires = None
-            reply.save()
+            reply = Message.objects.select_related("conversation").get(pk=reply_id)
             if not reply.usage.exists():
                 Usage.objects.create(
                     user_id=reply.conversation.owner_id,
