@@ -356,6 +356,7 @@ def test_dropin_chat_page_is_served_with_hashed_static_files(served: Served) -> 
     assert server.problems() == []
 
 
+@pytest.mark.browser
 def test_dropin_chat_page_renders_and_streams_in_chromium(served: Served, simulator: Any) -> None:
     host, server = served.host, served.server
     if not os.path.exists(CHROMIUM):
