@@ -1,4 +1,5 @@
-"""streamchat's settings: one ``STREAMCHAT`` dict in the host's settings, read through ``app_settings``.
+"""streamchat's settings: one ``STREAMCHAT`` dict in the host's settings, read through
+``app_settings``.
 
 Every key, its default and its unit is listed in ``DEFAULTS``; README.md's settings table is checked
 against it by the test suite. Code never reads ``settings.STREAMCHAT`` directly.
@@ -110,7 +111,8 @@ def _merged() -> dict[str, Any]:
 
 
 def unknown_keys() -> list[str]:
-    """Keys in the host's STREAMCHAT dict that streamchat does not know (a system check reports them)."""
+    """Keys in the host's STREAMCHAT dict that streamchat does not know (a system check reports
+    them)."""
     user = getattr(settings, "STREAMCHAT", None) or {}
     if not isinstance(user, dict):
         return []
