@@ -34,4 +34,4 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     }
 else:
     DATABASES["default"]["TEST"] = {"NAME": f"test_streamchat_{os.getpid()}"}  # noqa: F405
-    (BASE_DIR / "var").mkdir(exist_ok=True)  # noqa: F405
+(BASE_DIR / "var").mkdir(exist_ok=True)  # noqa: F405
