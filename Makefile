@@ -34,10 +34,11 @@ run: install
 	echo "Serving on http://$(HOST):$(PORT)/"; \
 	$(PY) -m daphne -b $(HOST) -p $(PORT) orchat_site.asgi:application
 
-# Whole suite on SQLite, then (everything that touches the ORM) on PostgreSQL.
+# Whole suite on SQLite, then (everything that touches the ORM) on PostgreSQL, then lint.
 test: install
 	$(MAKE) --no-print-directory test-sqlite
 	$(MAKE) --no-print-directory test-postgres
+	$(MAKE) --no-print-directory lint
 
 test-sqlite:
 	$(PY) -m pytest
@@ -50,9 +51,10 @@ test-postgres:
 	  echo "SKIPPED the PostgreSQL run: nothing listens on 127.0.0.1:5432 (CI runs it)."; \
 	fi
 
+# ruff and mypy on the app (their settings are in pyproject.toml).
 lint: install
-	$(PY) -m pip install -q ruff
-	$(PY) -m ruff check streamchat orchat_site tests
+	$(PY) -m ruff check streamchat orchat_site
+	$(PY) -m mypy
 
 wheel: install
 	$(PY) -m pip wheel -q --no-deps -w dist .

@@ -227,7 +227,9 @@ class ReplyRun:
         every = max(1, round(app_settings.CHECKPOINT_MS / app_settings.GROUP_BATCH_MS))
         # The limit reservation's lease is renewed a few times per LEASE_SECONDS, so a dead
         # worker's stream slot frees within LEASE_SECONDS, not TOTAL_TIMEOUT.
-        renew_every = max(1, round(app_settings.LEASE_SECONDS * 1000 / 3 / app_settings.GROUP_BATCH_MS))
+        renew_every = max(
+            1, round(app_settings.LEASE_SECONDS * 1000 / 3 / app_settings.GROUP_BATCH_MS)
+        )
         published = 0
         ticks = 0
         while True:
