@@ -75,11 +75,7 @@ def authenticate(token: str | None) -> Any:
         raise TokenError("Missing bearer token: send Authorization: Bearer <your token>.")
     if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
         raise TokenError("Invalid token.")
-    row = (
-        PersonalToken.objects.select_related("user")
-        .filter(token_hash=hash_token(token))
-        .first()
-    )
+    row = PersonalToken.objects.select_related("user").filter(token_hash=hash_token(token)).first()
     if row is None:
         raise TokenError("Invalid token.")
     if row.revoked is not None:

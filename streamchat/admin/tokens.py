@@ -81,7 +81,9 @@ class PersonalTokenAdmin(admin.ModelAdmin):
             self.message_user(
                 request,
                 ngettext(
-                    "%(n)d token was revoked already.", "%(n)d tokens were revoked already.", already
+                    "%(n)d token was revoked already.",
+                    "%(n)d tokens were revoked already.",
+                    already,
                 )
                 % {"n": already},
                 messages.WARNING,

@@ -65,9 +65,7 @@ def session_view(*methods: str) -> Callable[[View], View]:
             user = await request.auser()
             if not user.is_authenticated:
                 return json_error("not_authenticated", "Log in to use the chat.", 401)
-            if request.method not in SAFE_METHODS and not await sync_to_async(csrf_passes)(
-                request
-            ):
+            if request.method not in SAFE_METHODS and not await sync_to_async(csrf_passes)(request):
                 return json_error("csrf_failed", "CSRF verification failed: reload the page.", 403)
             try:
                 return await view(request, user, *args, **kwargs)
@@ -94,27 +92,7 @@ async def stream_reply(request: HttpRequest, user: Any) -> HttpResponseBase:
         "options": engine.validate_options(frame.get("temperature"), frame.get("max_tokens")),
         "source": Usage.Source.SSE,
     }
-    start: Callable[..., Awaitable[engine.Accepted]]
-    if kind == "send":
-        start, fields = engine.asend, {
-            "content": frame.get("content"),
-            "conversation_id": engine.validate_id(
-                frame.get("conversation"), "conversation", optional=True
-            ),
-            "parent_id": engine.validate_id(frame.get("parent"), "parent", optional=True),
-        }
-    elif kind == "regenerate":
-        start, fields = engine.aregenerate, {
-            "reply_id": engine.validate_id(frame.get("reply"), "reply")
-        }
-    elif kind == "edit":
-        start, fields = engine.aedit, {
-            "message_id": engine.validate_id(frame.get("message"), "message"),
-            "content": frame.get("content"),
-        }
-    else:
-        raise ChatError("invalid", "type must be send, regenerate or edit.", field="type")
-
+    start, fields = _entry_point(kind, frame)
     follower = QueueFollower(None, paused=True)  # learns its reply id once accepted
     # The start runs to its end even if the client goes away meanwhile: a reply admitted (rows
     # stored, limits reserved) always runs.
@@ -185,6 +163,28 @@ async def stop_reply(request: HttpRequest, user: Any, pk: int) -> HttpResponseBa
     if not await engine.astop(user, pk):
         raise ChatError("not_found", "No such streaming reply.")
     return HttpResponse(status=204)
+
+
+def _entry_point(
+    kind: Any, frame: dict[str, Any]
+) -> tuple[Callable[..., Awaitable[engine.Accepted]], dict[str, Any]]:
+    """The engine call a frame asks for, and its own fields (as the websocket reads them)."""
+    if kind == "send":
+        return engine.asend, {
+            "content": frame.get("content"),
+            "conversation_id": engine.validate_id(
+                frame.get("conversation"), "conversation", optional=True
+            ),
+            "parent_id": engine.validate_id(frame.get("parent"), "parent", optional=True),
+        }
+    if kind == "regenerate":
+        return engine.aregenerate, {"reply_id": engine.validate_id(frame.get("reply"), "reply")}
+    if kind == "edit":
+        return engine.aedit, {
+            "message_id": engine.validate_id(frame.get("message"), "message"),
+            "content": frame.get("content"),
+        }
+    raise ChatError("invalid", "type must be send, regenerate or edit.", field="type")
 
 
 # -- the stream --------------------------------------------------------------------------------
