@@ -422,3 +422,11 @@ def test_dropin_model_sync_command_reaches_openrouter(
     """The SDK's sync client (admin's key check and model sync) works with the oldest openai."""
     output = hosts("default").manage("sync_openrouter_models")
     assert "Synced from OpenRouter" in output, output
+
+
+def test_readme_names_every_block_of_the_chat_page() -> None:
+    template = (ROOT / "streamchat" / "templates" / "streamchat" / "chat.html").read_text()
+    blocks = set(re.findall(r"{% block (\w+) %}", template))
+    section = readme_module.section_text()
+    missing = sorted(block for block in blocks if f"`{block}`" not in section)
+    assert not missing, f"README's 'Add to your site' does not name the blocks {missing}"
