@@ -1,0 +1,121 @@
+"""Personal API tokens: the chat's tokens page (make, shown once, name, revoke) and their admin
+pages (list, revoke). No browser; these touch the ORM (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from streamchat.models import PersonalToken
+from streamchat.tokens import TokenError, authenticate, create_token, hash_token
+
+pytestmark = pytest.mark.django_db
+
+URL = "/chat/tokens/"
+
+
+@pytest.fixture
+def client(user: Any) -> Client:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    client.get(URL)
+    client.csrf = client.cookies["csrftoken"].value  # type: ignore[attr-defined]
+    return client
+
+
+def make(client: Client, **data: str) -> Any:
+    return client.post(URL, {"action": "create", "csrfmiddlewaretoken": client.csrf, **data})
+
+
+def test_the_page_needs_a_login_and_sends_csp_and_no_store(client: Client) -> None:
+    anonymous = Client().get(URL)
+    assert anonymous.status_code == 302 and anonymous["Location"].startswith("/login/")
+    page = client.get(URL)
+    assert page.status_code == 200
+    assert page["Cache-Control"] == "no-store"
+    assert "script-src 'self'" in page["Content-Security-Policy"]
+    html = page.content.decode()
+    assert "No tokens yet." in html
+    assert "http://testserver/chat/v1" in html  # the base URL to give an OpenAI client
+    for tag in re.findall(r"<script\b[^>]*>", html):
+        assert " src=" in tag, tag  # no inline script
+
+
+def test_a_new_token_is_shown_once_and_stored_as_a_hash(client: Client, user: Any) -> None:
+    response = make(client, name="laptop <script>", expires_in="30")
+    assert response.status_code == 200
+    html = response.content.decode()
+    token = re.search(r'id="sc-new-token"[^>]*value="(sc-[^"]+)"', html).group(1)
+    assert "laptop &lt;script&gt;" in html and "laptop <script>" not in html
+    row = PersonalToken.objects.get()
+    assert row.user == user and row.name == "laptop <script>"
+    assert row.token_hash == hash_token(token) and row.prefix == token[:10]
+    assert timedelta(days=29) < row.expires - timezone.now() <= timedelta(days=30)
+    assert authenticate(token) == user
+    # Never again: the list shows only the prefix.
+    listed = client.get(URL).content.decode()
+    assert token not in listed and f"{row.prefix}…" in listed and "active" in listed
+
+
+def test_a_name_is_required_and_csrf_is_enforced(client: Client) -> None:
+    empty = make(client, name="  ")
+    assert empty.status_code == 400 and not PersonalToken.objects.exists()
+    no_csrf = client.post(URL, {"action": "create", "name": "x"})
+    assert no_csrf.status_code == 403 and not PersonalToken.objects.exists()
+
+
+def test_revoking_works_on_own_tokens_only(client: Client, user: Any, user_factory: Any) -> None:
+    mine, token = create_token(user, "mine")
+    theirs, their_token = create_token(user_factory(), "theirs")
+    for row in (theirs, mine):
+        response = client.post(
+            URL, {"action": "revoke", "token": row.pk, "csrfmiddlewaretoken": client.csrf}
+        )
+        assert response.status_code == 302
+    mine.refresh_from_db()
+    theirs.refresh_from_db()
+    assert mine.revoked is not None and theirs.revoked is None
+    with pytest.raises(TokenError, match="revoked"):
+        authenticate(token)
+    assert authenticate(their_token) == theirs.user
+    assert "Revoke mine" not in client.get(URL).content.decode()  # no button on a revoked one
+
+
+def test_expired_tokens_are_refused_and_listed_as_expired(client: Client, user: Any) -> None:
+    _, token = create_token(user, "old", expires=timezone.now() - timedelta(minutes=1))
+    with pytest.raises(TokenError, match="expired"):
+        authenticate(token)
+    assert "expired" in client.get(URL).content.decode()
+
+
+def test_admin_lists_tokens_and_revokes_them_with_the_action(
+    admin_client: Client, user: Any
+) -> None:
+    active, _ = create_token(user, "<b>script</b>")
+    other, _ = create_token(user, "other")
+    changelist = reverse("admin:streamchat_personaltoken_changelist")
+    page = admin_client.get(changelist)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert f"{active.prefix}…" in html and "&lt;b&gt;script&lt;/b&gt;" in html
+    assert active.token_hash not in html
+    assert admin_client.get(reverse("admin:streamchat_personaltoken_add")).status_code == 403
+    detail = admin_client.get(reverse("admin:streamchat_personaltoken_change", args=[active.pk]))
+    assert detail.status_code == 200 and active.token_hash not in detail.content.decode()
+    response = admin_client.post(
+        changelist,
+        {"action": "revoke_selected", "_selected_action": [active.pk]},
+        follow=True,
+    )
+    assert "Revoked 1 token." in response.content.decode()
+    active.refresh_from_db()
+    other.refresh_from_db()
+    assert active.revoked is not None and other.revoked is None
+    filtered = admin_client.get(changelist, {"status": "revoked"}).content.decode()
+    assert "&lt;b&gt;script&lt;/b&gt;" in filtered and ">other<" not in filtered
