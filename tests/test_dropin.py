@@ -26,6 +26,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -111,17 +112,19 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def toolchain(
     readme: readme_module.Section, wheel: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Toolchain:
+) -> Iterator[Toolchain]:
+    folder = tmp_path_factory.mktemp("dropin")
     timeline = TIMELINE.setdefault("first", Timeline())  # the folder is empty: the clock starts
     toolchain = Toolchain.create(
-        tmp_path_factory.mktemp("dropin") / "venv",
+        folder / "venv",
         readme=readme,
         wheel=wheel,
         extras=EXTRAS,
         also=[f"{name}=={floor}" for name, floor in lower_bounds(["daphne", *EXTRAS]).items()],
     )
     timeline.mark("virtualenv with django-streamchat installed from the wheel")
-    return toolchain
+    yield toolchain
+    shutil.rmtree(folder, ignore_errors=True)  # a quarter of a gigabyte, kept by pytest otherwise
 
 
 HOSTS = {
@@ -158,6 +161,8 @@ def hosts(
         return made[name]
 
     yield get
+    for site in made.values():
+        shutil.rmtree(site.folder.parent, ignore_errors=True)
 
 
 def make_host(
