@@ -49,8 +49,15 @@ class PersonalTokenAdmin(admin.ModelAdmin):
     ordering = ["-created", "-id"]
     date_hierarchy = "created"
     actions = ["revoke_selected"]
-    fields = ["name", "user", "token_prefix", "created", "last_used", "expires", "revoked"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "name",
+        "user",
+        "token_prefix",
+        "created",
+        "last_used",
+        "expires",
+        "revoked",
+    )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # users make their own tokens; a token made here could never be shown

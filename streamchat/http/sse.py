@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from functools import wraps
 from typing import Any
 
@@ -45,7 +45,7 @@ RETRY_MS = 1000
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 _POSITION = re.compile(r"(\d{1,10})(?:\.(\d{1,10}))?")
 
-View = Callable[..., Awaitable[HttpResponseBase]]
+View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
 
 def session_view(*methods: str) -> Callable[[View], View]:
@@ -214,8 +214,8 @@ async def _events(
     try:
         yield f"retry: {RETRY_MS}\n\n"
         position = _position(text, reasoning)
-        for frame in head:
-            yield _event(frame, position)
+        for first in head:
+            yield _event(first, position)
         while True:
             frame = await follower.get(keepalive)
             if frame is None:

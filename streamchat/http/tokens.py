@@ -13,6 +13,7 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
@@ -54,18 +55,26 @@ class TokensView(LoginRequiredMixin, TemplateView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         context.setdefault("form", TokenForm())
-        context["tokens"] = list(PersonalToken.objects.filter(user=self.request.user))
+        context["tokens"] = list(self.owned())
         models_url = self.request.build_absolute_uri(reverse("streamchat:openai-models"))
         context["base_url"] = models_url.removesuffix("/models")
         context["chat_url"] = reverse("streamchat:chat")
         return context
 
+    def owned(self) -> QuerySet[PersonalToken]:
+        """The user's own tokens (LoginRequiredMixin made sure there is a user)."""
+        user: Any = self.request.user
+        return PersonalToken.objects.filter(user=user)
+
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        mine = self.owned()
         if request.POST.get("action") == "revoke":
-            revoke(PersonalToken.objects.filter(user=request.user, pk=request.POST.get("token")))
+            token_id = request.POST.get("token", "")
+            if token_id.isdigit():
+                revoke(mine.filter(pk=int(token_id)))
             return HttpResponseRedirect(reverse("streamchat:tokens"))
         form = TokenForm(request.POST)
-        active = PersonalToken.objects.filter(user=request.user, revoked__isnull=True).count()
+        active = mine.filter(revoked__isnull=True).count()
         if active >= MAX_ACTIVE_TOKENS:
             form.add_error(None, f"You have {active} tokens: revoke one before making another.")
         if not form.is_valid():
