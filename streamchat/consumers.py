@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -26,6 +27,34 @@ logger = logging.getLogger("streamchat.consumers")
 
 PROTOCOL_VERSION = 1
 CLOSE_UNAUTHENTICATED = 4401
+
+
+class RefusalLog:
+    """Refused frames are logged, at most ``per_minute`` lines per user and process; the rest are
+    counted and the count rides on that user's next logged line. One bad client (many frames, many
+    sockets) cannot flood the log, and what is logged names ids and codes, never frame contents."""
+
+    def __init__(self, per_minute: int = 10) -> None:
+        self.per_minute = per_minute
+        self._windows: dict[Any, list[float]] = {}  # user id -> [window start, lines, left out]
+
+    def admit(self, user_id: Any) -> int | None:
+        """None: leave this line out; otherwise how many lines were left out before it."""
+        now = time.monotonic()
+        window = self._windows.get(user_id)
+        if window is None or now - window[0] >= 60:
+            if len(self._windows) > 10_000:  # forget idle users, keep memory bounded
+                self._windows = {u: w for u, w in self._windows.items() if now - w[0] < 60}
+            self._windows[user_id] = [now, 1, 0]
+            return int(window[2]) if window else 0
+        if window[1] < self.per_minute:
+            window[1] += 1
+            return 0
+        window[2] += 1
+        return None
+
+
+refusal_log = RefusalLog()
 
 
 class SocketFollower:
@@ -68,6 +97,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.user is None or not self.user.is_authenticated:
             await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
+            logger.debug("anonymous websocket closed 4401")
             return
         await self.accept()
         # This worker's reaper runs from its first socket on (not only from its first reply).
@@ -127,8 +157,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     )
                 )
                 await self.close(code=CLOSE_UNAUTHENTICATED)
+                logger.info("websocket session ended: user=%s, closed 4401", self.user.pk)
                 return
-            handler = self.HANDLERS.get(frame.get("type"))  # type: ignore[arg-type]
+            kind = frame.get("type")
+            handler = self.HANDLERS.get(kind) if isinstance(kind, str) else None
             if handler is None:
                 raise ChatError("unknown_type", "Unknown frame type.", field="type")
             await handler(self, frame)
@@ -139,7 +171,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     extra["client_id"] = frame["client_id"][:64]
                 if frame.get("type") in ("stop", "resume") and isinstance(frame.get("reply"), int):
                     extra["reply"] = frame["reply"]
+            self._log_refusal(error, frame)
             await self.send_frame(error.as_frame(**extra))
+
+    def _log_refusal(self, error: ChatError, frame: Any) -> None:
+        left_out = refusal_log.admit(self.user.pk)
+        if left_out is None:
+            return
+        kind = frame.get("type") if isinstance(frame, dict) else None
+        reply = frame.get("reply") if isinstance(frame, dict) else None
+        logger.info(
+            "websocket frame refused: user=%s type=%s code=%s%s%s%s",
+            self.user.pk,
+            kind if isinstance(kind, str) and kind in self.HANDLERS else "-",
+            error.code,
+            f" field={error.field}" if error.field else "",
+            f" reply={reply}" if isinstance(reply, int) and not isinstance(reply, bool) else "",
+            f" ({left_out} more refusals of this user not logged)" if left_out else "",
+        )
 
     async def _session_still_valid(self) -> bool:
         """Logged out, password changed, deactivated or expired since connect: not valid (WS-10)."""

@@ -306,6 +306,7 @@ class ReplyRun:
             logger.exception("streamchat: could not store the end of reply %s", self.reply_id)
             reply, usage_row = None, None
         await self._settle_limits(usage_fields)
+        self._log_end(status, finish_reason, usage_fields)
         usage = {
             "prompt_tokens": usage_fields["prompt_tokens"],
             "completion_tokens": usage_fields["completion_tokens"],
@@ -354,6 +355,29 @@ class ReplyRun:
             and self.stream.generation_id
         ):
             self.hub.spawn(self._fetch_reported_cost(usage_row.pk, self.stream))
+
+    def _log_end(self, status: str, finish_reason: str, usage_fields: dict[str, Any]) -> None:
+        """One line per reply, with ids and figures: never its text, the question or a key."""
+        if status == Message.Status.ERROR:
+            logger.warning(
+                "streamchat: reply %s of user %s failed: %s (upstream status %s) after %d chars",
+                self.reply_id,
+                self.origin.user_id,
+                _error_code(self.error),
+                self.error.status if self.error else None,
+                self.length,
+            )
+        else:
+            logger.info(
+                "streamchat: reply %s of user %s %s (%s): %d chars, %s tokens, %s ms",
+                self.reply_id,
+                self.origin.user_id,
+                status,
+                finish_reason,
+                self.length,
+                usage_fields["completion_tokens"],
+                usage_fields["duration_ms"],
+            )
 
     def _usage_fields(self, status: str, model_used: str, content: str) -> dict[str, Any]:
         report = self.usage
