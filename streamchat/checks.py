@@ -133,3 +133,36 @@ def check_encryption_key_is_dedicated(app_configs: Any = None, **kwargs: Any) ->
             )
         ]
     return []
+
+
+@register(Tags.security, deploy=True)
+def check_allowed_hosts_wildcard(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The websocket origin check trusts the ``Host`` a socket names when ``ALLOWED_HOSTS`` allows
+    it: with ``"*"``, any host name pointed at the server (DNS rebinding) is the site's own."""
+    if "*" in settings.ALLOWED_HOSTS:
+        return [
+            Warning(
+                "ALLOWED_HOSTS contains '*': websocket handshakes from any host name that reaches "
+                "this server pass the same-origin check as the site's own.",
+                hint="List the site's host names in ALLOWED_HOSTS (the demo reads ALLOWED_HOSTS).",
+                id="streamchat.W011",
+            )
+        ]
+    return []
+
+
+@register(Tags.security, deploy=True)
+def check_limits_fail_closed(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from .conf import app_settings
+
+    if app_settings.LIMITS_FAIL_OPEN and not settings.DEBUG:
+        return [
+            Warning(
+                "LIMITS_FAIL_OPEN is on with DEBUG off: when the limit store cannot be read, "
+                "sends are admitted without any rate limit or budget.",
+                hint="Leave STREAMCHAT['LIMITS_FAIL_OPEN'] off in production (sends are then "
+                "refused with limits_unavailable until the database answers again).",
+                id="streamchat.W020",
+            )
+        ]
+    return []
