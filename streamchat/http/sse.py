@@ -101,6 +101,7 @@ async def stream_reply(request: HttpRequest, user: Any) -> HttpResponseBase:
         accepted: engine.Accepted = await asyncio.shield(starting)
     except asyncio.CancelledError:
         follower.close()
+        starting.add_done_callback(_retrieve)  # a refusal nobody waits for is not an error
         raise
     head: list[dict[str, Any]] = [
         {
@@ -163,6 +164,11 @@ async def stop_reply(request: HttpRequest, user: Any, pk: int) -> HttpResponseBa
     if not await engine.astop(user, pk):
         raise ChatError("not_found", "No such streaming reply.")
     return HttpResponse(status=204)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _entry_point(
