@@ -31,7 +31,7 @@ def saved_text(reply_id: int) -> str:
     return Message.objects.values_list("content", flat=True).get(pk=reply_id)
 
 
-async def test_st05_killed_worker_reply_is_interrupted_with_its_last_checkpoint(user, simulator):
+async def test_st05_rl04_killed_worker_reply_is_interrupted_and_frees_its_slot(user, simulator):
     simulator.token_delay = 0.01  # 30 s for the whole reply: it is killed long before the end
     await ChatModel.objects.acreate(model_id=MODEL, enabled=True, is_default=True)
     await RateLimit.objects.acreate(scope="user", user=user, concurrent_streams=1)
