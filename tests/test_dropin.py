@@ -12,8 +12,9 @@ a login page, DEBUG off), then README's blocks and commands, read from README.md
 
 Each is served by Daphne and by uvicorn, exactly as README's command lines say, with the simulator
 as OpenRouter (through ``OPENROUTER_BASE_URL`` / ``OPENROUTER_API_KEY``, which README's settings
-read). A client logs in over HTTP and streams a reply over the websocket (docs/protocol.md); the
-chat page renders inside the host's layout in headless Chromium, with its collected static files
+read). A client logs in over HTTP and streams a reply over the websocket (docs/protocol.md), over
+Server-Sent Events and through the OpenAI-compatible API (docs/http.md); the chat page renders
+inside the host's layout in headless Chromium, with its collected static files
 (``ManifestStaticFilesStorage``, served by ServeStatic), and streams a reply too.
 
 The time from an empty folder (no virtualenv yet) to the first streamed reply is printed and
@@ -337,6 +338,46 @@ def test_dropin_login_then_a_reply_streams_over_the_websocket(
 
     # README's ASGI block checks the Origin: another site's page cannot open the socket.
     assert asyncio.run(foreign_origin_refused(server, cookie))
+    assert server.problems() == []
+
+
+def test_dropin_sse_and_the_openai_compatible_api_stream_replies(
+    served: Served, simulator: Any
+) -> None:
+    """The HTTP front ends (docs/http.md) under the host's prefix: Server-Sent Events with the
+    session, and the ``openai`` SDK with a personal token."""
+    from openai import OpenAI
+
+    host, server = served.host, served.server
+    client = log_in(server, host)
+    text = ""
+    with client.stream(
+        "POST",
+        f"/{host.prefix}api/stream/",
+        json={"client_id": uuid.uuid4().hex, "content": "Hello over SSE", "conversation": None},
+        headers={"X-CSRFToken": client.cookies["csrftoken"]},
+    ) as response:
+        assert response.status_code == 200, response.read()[:500]
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = []
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                event = json.loads(line[len("data: ") :])
+                events.append(event)
+                if event["type"] == "delta":
+                    assert event["offset"] == len(text)
+                    text += event["text"]
+    assert [e["type"] for e in events][-2:] == ["reply.finished", "end"]
+    assert events[-2]["status"] == "complete" and text == DEFAULT_REPLY
+
+    api = OpenAI(base_url=f"{server.url}/{host.prefix}v1", api_key=host.api_token, max_retries=0)
+    chunks = api.chat.completions.create(
+        model="openai/gpt-4o-mini",
+        messages=[{"role": "user", "content": "Hello through the OpenAI SDK"}],
+        stream=True,
+    )
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert streamed == DEFAULT_REPLY
     assert server.problems() == []
 
 

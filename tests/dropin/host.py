@@ -208,6 +208,7 @@ class HostSite:
     env_extra: dict[str, str] = field(default_factory=dict)
     custom_user: bool = False
     login: str = ""  # the name its user logs in with (create_user)
+    api_token: str = ""  # the user's personal token (create_user)
 
     @property
     def env(self) -> dict[str, str]:
@@ -309,15 +310,19 @@ class HostSite:
         return outputs
 
     def create_user(self, password: str) -> None:
-        """A plain (not staff) user; ``login`` is the name to log in with."""
+        """A plain (not staff) user, ``login`` the name it logs in with, and ``api_token`` a
+        personal token of theirs for the OpenAI-compatible API."""
         self.login = "alice@example.com" if self.custom_user else "alice"
-        self.manage(
+        output = self.manage(
             "shell",
             "-c",
-            "from django.contrib.auth import get_user_model; "
-            f"get_user_model().objects.create_user(username='alice', email='alice@example.com', "
-            f"password={password!r})",
+            "from django.contrib.auth import get_user_model\n"
+            "from streamchat.tokens import create_token\n"
+            "user = get_user_model().objects.create_user(\n"
+            f"    username='alice', email='alice@example.com', password={password!r})\n"
+            "print('token', create_token(user, 'drop-in')[1])\n",
         )
+        self.api_token = re.findall(r"^token (sc-\S+)$", output, re.M)[-1]
 
 
 class Server:
