@@ -140,3 +140,15 @@ def chat_socket() -> Callable[..., Any]:
         return socket
 
     return connect
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_connections_of_the_async_thread(django_db_setup: None, django_db_blocker: Any) -> Any:
+    """Async tests reach the ORM through asgiref's one sync thread; close its connection before
+    the test database is dropped (PostgreSQL refuses to drop a database in use)."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result()
