@@ -204,7 +204,7 @@ class Hub:
             try:
                 reaped = await database_sync_to_async(reap_interrupted)()
                 if reaped:
-                    await self._announce_reaped(reaped)
+                    await announce_interrupted(reaped)
                 await limits.areap_expired()
             except asyncio.CancelledError:
                 raise
@@ -212,24 +212,26 @@ class Hub:
                 logger.exception("streamchat: reaping interrupted replies failed")
             await asyncio.sleep(max(1.0, app_settings.LEASE_SECONDS / 2))
 
-    async def _announce_reaped(self, reply_ids: list[int]) -> None:
-        """Sockets following a reply whose worker died (on any worker) get its finish: the page
-        shows "interrupted" instead of waiting for deltas that will never come."""
-        from channels.db import database_sync_to_async
 
-        from .store import finished_frames
+async def announce_interrupted(reply_ids: list[int]) -> None:
+    """Tell the sockets following replies that were just reaped (on any worker, through the
+    channel layer) that they ended: the page shows "interrupted" instead of waiting for deltas
+    that will never come. The workers' reaper calls it; so can anything else that reaps."""
+    from channels.db import database_sync_to_async
 
-        layer = get_channel_layer()
-        for frame in await database_sync_to_async(finished_frames)(reply_ids):
-            logger.warning(
-                "streamchat: reply %s of user %s interrupted (its worker stopped renewing)",
-                frame["reply"],
-                frame["user"],
-            )
-            event = {**frame, "type": "streamchat.finished"}
-            event.pop("user")
-            await layer.group_send(reply_group(frame["reply"]), event)
-            await layer.group_send(conversation_group(frame["conversation"]), event)
+    from .store import finished_frames
+
+    layer = get_channel_layer()
+    for frame in await database_sync_to_async(finished_frames)(reply_ids):
+        logger.warning(
+            "streamchat: reply %s of user %s interrupted (its worker stopped renewing)",
+            frame["reply"],
+            frame["user"],
+        )
+        event = {**frame, "type": "streamchat.finished"}
+        event.pop("user")
+        await layer.group_send(reply_group(frame["reply"]), event)
+        await layer.group_send(conversation_group(frame["conversation"]), event)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
