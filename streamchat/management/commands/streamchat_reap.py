@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.core.management.base import BaseCommand
 
 from streamchat import limits
+from streamchat.streaming.hub import announce_interrupted
 from streamchat.streaming.store import reap_interrupted
 
 
@@ -19,6 +21,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         replies = reap_interrupted()
+        if replies:
+            # Pages following them (on any worker) show "interrupted" instead of waiting.
+            async_to_sync(announce_interrupted)(replies)
         reservations = limits.reap_expired()
         self.stdout.write(
             f"{len(replies)} replies interrupted, {reservations} reservations expired."
