@@ -221,8 +221,13 @@ async def announce_interrupted(reply_ids: list[int]) -> None:
 
     from .store import finished_frames
 
+    await publish_interrupted(await database_sync_to_async(finished_frames)(reply_ids))
+
+
+async def publish_interrupted(frames: list[dict[str, Any]]) -> None:
+    """Send reaped replies' finish frames (from ``store.finished_frames``) to their followers."""
     layer = get_channel_layer()
-    for frame in await database_sync_to_async(finished_frames)(reply_ids):
+    for frame in frames:
         logger.warning(
             "streamchat: reply %s of user %s interrupted (its worker stopped renewing)",
             frame["reply"],

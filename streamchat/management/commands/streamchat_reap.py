@@ -8,8 +8,8 @@ from asgiref.sync import async_to_sync
 from django.core.management.base import BaseCommand
 
 from streamchat import limits
-from streamchat.streaming.hub import announce_interrupted
-from streamchat.streaming.store import reap_interrupted
+from streamchat.streaming.hub import publish_interrupted
+from streamchat.streaming.store import finished_frames, reap_interrupted
 
 
 class Command(BaseCommand):
@@ -23,7 +23,7 @@ class Command(BaseCommand):
         replies = reap_interrupted()
         if replies:
             # Pages following them (on any worker) show "interrupted" instead of waiting.
-            async_to_sync(announce_interrupted)(replies)
+            async_to_sync(publish_interrupted)(finished_frames(replies))
         reservations = limits.reap_expired()
         self.stdout.write(
             f"{len(replies)} replies interrupted, {reservations} reservations expired."
