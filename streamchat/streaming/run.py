@@ -356,12 +356,17 @@ class ReplyRun:
         ):
             self.hub.spawn(self._fetch_reported_cost(usage_row.pk, self.stream))
 
+    @property
+    def label(self) -> str:
+        """How log lines name this reply: its id, or its source when it has no row (API)."""
+        return str(self.reply_id) if self.reply_id is not None else f"({self.origin.source}, not stored)"
+
     def _log_end(self, status: str, finish_reason: str, usage_fields: dict[str, Any]) -> None:
         """One line per reply, with ids and figures: never its text, the question or a key."""
         if status == Message.Status.ERROR:
             logger.warning(
                 "streamchat: reply %s of user %s failed: %s (upstream status %s) after %d chars",
-                self.reply_id,
+                self.label,
                 self.origin.user_id,
                 _error_code(self.error),
                 self.error.status if self.error else None,
@@ -370,7 +375,7 @@ class ReplyRun:
         else:
             logger.info(
                 "streamchat: reply %s of user %s %s (%s): %d chars, %s tokens, %s ms",
-                self.reply_id,
+                self.label,
                 self.origin.user_id,
                 status,
                 finish_reason,
