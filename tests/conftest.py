@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from streamchat.models import Conversation
 from tests.services import require_service
 
-pytest_plugins = ["tests.simulator_fixtures", "tests.live_fixtures"]
+pytest_plugins = ["tests.simulator_fixtures", "tests.live_fixtures", "tests.http_helpers"]
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 

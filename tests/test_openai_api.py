@@ -16,7 +16,6 @@ from streamchat.simulator.replies import DEFAULT_REPLY, long_reply, tokenize
 from streamchat.tokens import hash_token
 from tests.http_helpers import personal_token, session_for
 
-pytest_plugins = ["tests.http_helpers"]  # http_server: one live Daphne for the module
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 QUESTION = [{"role": "user", "content": "Hello there"}]

@@ -16,7 +16,6 @@ from streamchat.simulator.replies import DEFAULT_REPLY, long_reply
 from tests.http_helpers import Event, asession_for, assemble, events
 from tests.live_ws import wait_for
 
-pytest_plugins = ["tests.http_helpers"]  # http_server: one live Daphne for the module
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 STREAM = "/chat/api/stream/"

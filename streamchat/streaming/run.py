@@ -359,7 +359,9 @@ class ReplyRun:
     @property
     def label(self) -> str:
         """How log lines name this reply: its id, or its source when it has no row (API)."""
-        return str(self.reply_id) if self.reply_id is not None else f"({self.origin.source}, not stored)"
+        if self.reply_id is None:
+            return f"({self.origin.source}, not stored)"
+        return str(self.reply_id)
 
     def _log_end(self, status: str, finish_reason: str, usage_fields: dict[str, Any]) -> None:
         """One line per reply, with ids and figures: never its text, the question or a key."""
