@@ -126,7 +126,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
         try:
-            await self.send(text_data=json.dumps(frame, ensure_ascii=False))
+            # default=str: a host's user model may have a UUID primary key.
+            await self.send(text_data=json.dumps(frame, ensure_ascii=False, default=str))
         except Exception:  # the socket went away; the reply goes on without it
             logger.debug("websocket send failed for user=%s", getattr(self.user, "pk", None))
 

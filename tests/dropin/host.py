@@ -183,13 +183,16 @@ body { margin: 0; }
 #host-main .sc-app { height: calc(100dvh - 3rem); }
 """
 
-# A user model of the host's own, with the email address as the login name.
+# A user model of the host's own: a UUID primary key, the email address as the login name.
 USER_MODEL = """\
+import uuid
+
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 
 
 class User(AbstractUser):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     email = models.EmailField(unique=True)
 
     USERNAME_FIELD = "email"
