@@ -34,11 +34,11 @@ run: install
 	echo "Serving on http://$(HOST):$(PORT)/"; \
 	$(PY) -m daphne -b $(HOST) -p $(PORT) orchat_site.asgi:application
 
-# Whole suite on SQLite, then (everything that touches the ORM) on PostgreSQL, then lint.
+# Lint, then the whole suite on SQLite, then (everything that touches the ORM) on PostgreSQL.
 test: install
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-sqlite
 	$(MAKE) --no-print-directory test-postgres
-	$(MAKE) --no-print-directory lint
 
 test-sqlite:
 	$(PY) -m pytest

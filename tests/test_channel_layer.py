@@ -57,7 +57,8 @@ async def test_redis_layer_carries_a_message_from_another_process(redis_url):
             "import asyncio, os, django;"
             "os.environ['DJANGO_SETTINGS_MODULE']='orchat_site.settings'; django.setup();"
             "from channels.layers import get_channel_layer;"
-            "asyncio.run(get_channel_layer().group_send('streamchat-test', {'type': 'hello', 'n': 7}))"
+            "asyncio.run(get_channel_layer().group_send("
+            "'streamchat-test', {'type': 'hello', 'n': 7}))"
         )
         env = {**os.environ, "REDIS_URL": redis_url}
         subprocess.run([sys.executable, "-c", sender], cwd=ROOT, env=env, check=True, timeout=60)

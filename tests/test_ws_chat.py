@@ -412,7 +412,9 @@ async def test_openrouters_own_429_is_not_our_rate_limit(user, chat_socket, sett
     await socket.close()
 
 
-async def test_resume_on_the_socket_that_follows_resends_from_the_offset(user, chat_socket, simulator):
+async def test_resume_on_the_socket_that_follows_resends_from_the_offset(
+    user, chat_socket, simulator
+):
     """A client that detects a gap asks again on the same socket; the client rules of
     docs/protocol.md (append, drop an overlap) then give the exact text."""
     simulator.token_delay = 0.01
