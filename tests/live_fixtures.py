@@ -21,7 +21,6 @@ sync calls in the main thread, which is what the check guards).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,20 +32,10 @@ from urllib.request import urlopen
 
 import pytest
 
-from tests.services import IN_CI
+from tests.services import chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _slug(text: str) -> str:
@@ -95,22 +84,9 @@ def browser_events(live_daphne: Any) -> BrowserEvents:
 def browser(live_daphne: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Headless Debian Chromium with a fresh profile, for the live server (started first, so the
     server and the test database outlive the browser)."""
-    if not os.path.exists(CHROMIUM):
-        message = f"{CHROMIUM} is missing (apt-get install chromium)"
-        if IN_CI:
-            pytest.fail(f"{message}, and CI must run browser tests.")
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

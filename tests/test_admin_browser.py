@@ -7,7 +7,6 @@ not), logged in by handing Chromium a staff session cookie made with the test cl
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -21,21 +20,11 @@ from django.test import Client
 from django.utils import timezone
 
 from streamchat.models import Conversation, Message, Usage
-from tests.services import IN_CI
+from tests.services import chromium
 
 pytestmark = [pytest.mark.once, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 PAYLOAD = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script>'
 
@@ -75,13 +64,6 @@ def staff_page(
     live_server: Any, user_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Any]:
     """``(page, events, staff)``: Chromium logged in to admin on the live server as a superuser."""
-    if not os.path.exists(CHROMIUM):
-        message = f"{CHROMIUM} is missing (apt-get install chromium)"
-        if IN_CI:
-            pytest.fail(f"{message}, and CI must run browser tests.")
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
     staff = user_factory(username="admin-viewer", is_staff=True, is_superuser=True)
     client = Client()
     client.force_login(staff)
@@ -90,8 +72,7 @@ def staff_page(
     events = Events()
     # Playwright's sync API runs an event loop in this thread; the test's ORM calls stay sync.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         context = browser.new_context(
             base_url=live_server.url, viewport={"width": 1280, "height": 900}
         )

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
 import time
@@ -41,23 +40,13 @@ import pytest
 from streamchat.simulator.replies import DEFAULT_REPLY
 from tests.dropin import readme as readme_module
 from tests.dropin.host import ROOT, HostSite, Server, Toolchain, build_wheel
-from tests.services import IN_CI, reachable
+from tests.services import IN_CI, chromium, reachable
 
 pytestmark = [pytest.mark.once]
 
 ARTIFACTS = ROOT / "test-artifacts"
 PASSWORD = "drop-in-pass-4821"
 REDIS_URL = "redis://127.0.0.1:6379/14"  # not the suite's database 15, which tests flush
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 EXTRAS = ["redis"]  # README's pip line brings "daphne"; the custom-user host uses Redis
 STATIC_FILES = "for production static files"
 SEVERAL_PROCESSES = "for several server processes"
@@ -405,19 +394,9 @@ def test_dropin_chat_page_is_served_with_hashed_static_files(served: Served) -> 
 @pytest.mark.browser
 def test_dropin_chat_page_renders_and_streams_in_chromium(served: Served, simulator: Any) -> None:
     host, server = served.host, served.server
-    if not os.path.exists(CHROMIUM):
-        message = f"{CHROMIUM} is missing (apt-get install chromium)"
-        if IN_CI:
-            pytest.fail(f"{message}, and CI must run browser tests.")
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
     failures: list[str] = []
     errors: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
+    with chromium() as browser:
         try:
             context = browser.new_context(base_url=server.url)
             context.set_default_timeout(15_000)
