@@ -14,6 +14,7 @@ import time
 
 import httpx
 import pytest
+from asgiref.sync import sync_to_async
 
 from streamchat.models import ChatModel, Message, Usage
 from streamchat.simulator.replies import long_reply
@@ -87,7 +88,7 @@ async def test_st05_sse_followers_of_a_killed_workers_reply_get_interrupted(user
                         url = f"/chat/api/replies/{reply_id}/events/"
                         # A second tab follows the reply from worker B, from the start.
                         tab = asyncio.create_task(follow(b, url, {}))
-                    if len(held) > 300 and len(await asyncio.to_thread(saved_text, reply_id)) > 200:
+                    if len(held) > 300 and len(await sync_to_async(saved_text)(reply_id)) > 200:
                         os.kill(worker_a.process.pid, signal.SIGKILL)  # mid-reply, no goodbye
                         killed_at = time.monotonic()
                         worker_a.process.wait(5)
