@@ -32,7 +32,56 @@ def test_database_url() -> str:
     return f"postgres://{user}@{host}:{port}/{settings['NAME']}"
 
 
-class DaphneServer:
+class ServerProcess:
+    """A server in its own process on ``self.port``, logging to ``self.log_path``: waits until it
+    listens, shows its log, stops it. Subclasses start ``self.process``."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    _log: Any
+
+    def _start(self, command: list[str], *, cwd: Path, env: dict[str, str], log: Path) -> None:
+        self.log_path = log
+        self._log = open(log, "wb")  # noqa: SIM115  (closed in stop())
+        self.process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        self._wait_until_listening()
+
+    def _wait_until_listening(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"the server did not listen within {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class DaphneServer(ServerProcess):
     """``python -m daphne`` in its own process, with the test's database and the simulator
     upstream."""
 
@@ -53,53 +102,13 @@ class DaphneServer:
             environment["STREAMCHAT_LIVE_BASE_URL"] = simulator.base_url
             environment["STREAMCHAT_LIVE_API_KEY"] = simulator.api_key
         environment.update(env or {})
-        self.log_path = log or ROOT / "var" / f"daphne-{self.port}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "orchat_site.asgi:application",
-            ],
+        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
+        self._start(
+            [*command, "orchat_site.asgi:application"],
             cwd=ROOT,
             env=environment,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            log=log or ROOT / "var" / f"daphne-{self.port}.log",
         )
-        self._wait_until_listening()
-
-    def _wait_until_listening(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daphne exited: {self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"daphne did not listen within {timeout} s: {self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self._log.close()
 
     def __enter__(self) -> DaphneServer:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -16,26 +16,19 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.dropin.readme import PROJECT_PLACEHOLDER, Section
+from tests.servers import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "django-streamchat"
 # Variables of the test run that must not reach a host process.
 LEAKY = ("DJANGO_SETTINGS_MODULE", "VIRTUAL_ENV", "PYTHONPATH", "DATABASE_URL", "REDIS_URL")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def clean_env(bin_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -328,7 +321,7 @@ class HostSite:
         self.api_token = re.findall(r"^token (sc-\S+)$", output, re.M)[-1]
 
 
-class Server:
+class Server(ServerProcess):
     """README's serve command (``daphne …`` or ``uvicorn …``) on a free loopback port."""
 
     def __init__(self, site: HostSite, command: str, log: Path) -> None:
@@ -343,27 +336,7 @@ class Server:
         else:
             raise AssertionError(f"unknown server {program!r}")
         words[0] = str(site.toolchain.bin / program)
-        self.log_path = log
-        self._log = open(log, "wb")  # noqa: SIM115  (closed in stop())
-        self.process = subprocess.Popen(
-            words, cwd=site.folder, env=site.env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-        self._wait_until_listening()
-
-    def _wait_until_listening(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"the server exited:\n{self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"the server did not listen within {timeout} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
+        self._start(words, cwd=site.folder, env=site.env, log=log)
 
     def problems(self) -> list[str]:
         """Log lines of tracebacks, warnings and errors (access log lines aside)."""
@@ -372,13 +345,3 @@ class Server:
             for line in self.log_path.read_text(errors="replace").splitlines()
             if re.search(r"Traceback|Warning:|Exception|\bERROR\b|\bCRITICAL\b", line)
         ]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self._log.close()
