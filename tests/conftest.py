@@ -152,3 +152,17 @@ def _close_connections_of_the_async_thread(django_db_setup: None, django_db_bloc
 
     with django_db_blocker.unblock():
         SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+
+
+@pytest.fixture
+def redis_workers(redis_url: str, simulator: Any) -> Any:
+    """Two Daphne worker processes on the Redis channel layer, replies at 20 ms a token."""
+    from tests.servers import DaphneServer
+
+    simulator.token_delay = 0.02
+    env = {"REDIS_URL": redis_url, "STREAMCHAT_LIVE_CHECKPOINT_MS": "100"}
+    with (
+        DaphneServer(simulator=simulator, env=env) as first,
+        DaphneServer(simulator=simulator, env=env) as second,
+    ):
+        yield first, second

@@ -12,24 +12,13 @@ import pytest
 from streamchat.models import ChatModel, Message
 from streamchat.simulator.replies import DEFAULT_REPLY, long_reply
 from tests.http_helpers import Event, asession_for, assemble, events
-from tests.servers import DaphneServer
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def workers(redis_url: str, simulator: Any) -> Any:
-    simulator.token_delay = 0.02
-    env = {"REDIS_URL": redis_url, "STREAMCHAT_LIVE_CHECKPOINT_MS": "100"}
-    first = DaphneServer(simulator=simulator, env=env)
-    try:
-        second = DaphneServer(simulator=simulator, env=env)
-    except Exception:
-        first.stop()
-        raise
-    yield first, second
-    first.stop()
-    second.stop()
+def workers(redis_workers: Any) -> Any:
+    return redis_workers
 
 
 async def read(response: httpx.Response, until: str) -> list[Event]:

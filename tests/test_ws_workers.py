@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 import websockets
@@ -19,18 +20,8 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def workers(redis_url, simulator):
-    simulator.token_delay = 0.02
-    env = {"REDIS_URL": redis_url}
-    first = DaphneServer(simulator=simulator, env=env)
-    try:
-        second = DaphneServer(simulator=simulator, env=env)
-    except Exception:
-        first.stop()
-        raise
-    yield first, second
-    first.stop()
-    second.stop()
+def workers(redis_workers: Any) -> Any:
+    return redis_workers
 
 
 async def connect(server: DaphneServer, cookie: str):
