@@ -37,6 +37,7 @@ from django.views.generic import TemplateView
 from .conf import app_settings
 from .exceptions import ChatError
 from .models import ChatModel, Conversation, Message, Usage
+from .text import clean_text
 
 TITLE_MAX_CHARS = Conversation._meta.get_field("title").max_length or 200
 LIST_LIMIT_DEFAULT = 50
@@ -328,7 +329,8 @@ class ConversationListView(JsonView):
         except ValueError:
             return json_error("invalid", "limit and offset must be integers.", 400, field="limit")
         conversations = user_conversations(request.user).order_by("-updated", "-id")
-        query = request.GET.get("q", "").strip()[:SEARCH_MAX_CHARS]
+        # Stored text holds no NUL (PostgreSQL rejects one in a query): clean the query alike.
+        query = clean_text(request.GET.get("q", "")).strip()[:SEARCH_MAX_CHARS]
         if query:
             in_messages = Message.objects.filter(
                 conversation=OuterRef("pk"), content__icontains=query
@@ -358,7 +360,7 @@ class ConversationCreateView(JsonView):
         title = body.get("title", "")
         if not isinstance(title, str):
             return json_error("invalid", "title must be a string.", 400, field="title")
-        title = " ".join(title.replace("\x00", "").split())
+        title = " ".join(clean_text(title).split())
         if len(title) > TITLE_MAX_CHARS:
             return json_error(
                 "invalid", f"A title has at most {TITLE_MAX_CHARS} characters.", 400, field="title"
@@ -396,7 +398,7 @@ class ConversationDetailView(JsonView):
         title = body.get("title")
         if not isinstance(title, str):
             return json_error("invalid", "title must be a string.", 400, field="title")
-        title = " ".join(title.replace("\x00", "").split())
+        title = " ".join(clean_text(title).split())
         if len(title) > TITLE_MAX_CHARS:
             return json_error(
                 "invalid", f"A title has at most {TITLE_MAX_CHARS} characters.", 400, field="title"
