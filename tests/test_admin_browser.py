@@ -110,7 +110,7 @@ def staff_page(
             browser.close()
 
 
-def test_usage_dashboard_screenshot_and_no_script_runs(staff_page, user_factory):
+def test_xss18_usage_dashboard_screenshot_and_no_script_runs(staff_page, user_factory):
     page, events, staff = staff_page
     users = [staff, user_factory(username="ann"), user_factory(username=f"eve{PAYLOAD}"[:150])]
     fill_ledger(users)

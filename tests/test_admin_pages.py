@@ -116,7 +116,9 @@ def page_urls(objects) -> list[tuple[str, int]]:
     return urls
 
 
-def test_every_admin_page_renders_for_staff_and_escapes_user_strings(admin_client, objects):
+def test_xss18_every_admin_page_renders_for_staff_and_escapes_user_strings(
+    admin_client, objects
+):
     escaped_somewhere = False
     for url, status in page_urls(objects):
         response = admin_client.get(url)
