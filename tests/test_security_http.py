@@ -5,10 +5,11 @@ a personal token, all against one live Daphne for the module and the simulator u
 - WS-10: a session that ends (logout, password change, deactivation, expiry) and a personal token
   that is revoked, expires or loses its user while in use: the next request is a 401 and nothing
   goes upstream; a stream that was open when it happened runs to its end.
-- RL-01 (and WS-20, a flood from one user): N concurrent SSE and OpenAI requests with a
-  requests-per-minute limit K admit exactly K; the rest are 429 with ``Retry-After``; upstream
-  receives K.
-- RL-02: parallel OpenAI requests against a spend budget never reserve more than the budget.
+- RL-01 (and WS-20, a flood from one user): N concurrent SSE and OpenAI requests over two worker
+  processes with a requests-per-minute limit K admit exactly K; the rest are 429 with
+  ``Retry-After``; upstream receives K.
+- RL-02: parallel OpenAI requests over two workers against a spend budget never reserve more than
+  the budget at any moment.
 - RL-11: stop, disconnect and regenerate of one SSE reply, and an OpenAI client that leaves,
   settle each reply exactly once.
 """
@@ -16,6 +17,7 @@ a personal token, all against one live Daphne for the module and the simulator u
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -39,8 +41,17 @@ from streamchat.models import (
 )
 from streamchat.simulator.replies import DEFAULT_REPLY, long_reply
 from streamchat.streaming.context import estimate_prompt_tokens
-from tests.http_helpers import Event, Session, asession_for, assemble, events, personal_token
+from tests.http_helpers import (
+    SETTINGS,
+    Event,
+    Session,
+    asession_for,
+    assemble,
+    events,
+    personal_token,
+)
 from tests.live_ws import wait_for
+from tests.servers import DaphneServer
 
 pytest_plugins = ["tests.http_helpers"]  # http_server: one live Daphne for the module
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -65,16 +76,34 @@ def frames(seen: list[Event]) -> list[dict[str, Any]]:
     return [e.data for e in seen if e.event not in ("comment", "end")]
 
 
+@pytest.fixture(scope="module")
+def second_worker(
+    django_db_setup: None, django_db_blocker: Any, _simulator_server: Any
+) -> Iterator[DaphneServer]:
+    """Another Daphne process on the same database, for the concurrency cases: admissions in one
+    process share its one database thread, so only two processes race for real."""
+    with django_db_blocker.unblock():
+        server = DaphneServer(simulator=_simulator_server, env={"DJANGO_SETTINGS_MODULE": SETTINGS})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 async def http(http_server: Any) -> Any:
-    """``http(session=None, **options)``: an httpx client of the live server, with the session's
-    cookies when given. Closed after the test."""
+    """``http(session=None, server=None, **options)``: an httpx client of the live server (or of
+    ``server``), with the session's cookies when given. Closed after the test."""
     clients: list[httpx.AsyncClient] = []
 
-    def make(session: Session | None = None, **options: Any) -> httpx.AsyncClient:
+    def make(
+        session: Session | None = None, server: DaphneServer | None = None, **options: Any
+    ) -> httpx.AsyncClient:
         options.setdefault("timeout", 20)
         client = httpx.AsyncClient(
-            base_url=http_server.url, cookies=session.cookies if session else None, **options
+            base_url=(server or http_server).url,
+            cookies=session.cookies if session else None,
+            **options,
         )
         clients.append(client)
         return client
@@ -86,13 +115,12 @@ async def http(http_server: Any) -> Any:
 
 @pytest.fixture
 def sdk(http_server: Any) -> Any:
-    """``sdk(token)``: the async ``openai`` SDK on the live server, without retries (a test sees
-    each answer as it is)."""
+    """``sdk(token, server=None)``: the async ``openai`` SDK on the live server (or ``server``),
+    without retries (a test sees each answer as it is)."""
 
-    def make(token: str, **options: Any) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            base_url=f"{http_server.url}/chat/v1", api_key=token, max_retries=0, **options
-        )
+    def make(token: str, server: DaphneServer | None = None, **options: Any) -> openai.AsyncOpenAI:
+        base_url = f"{(server or http_server).url}/chat/v1"
+        return openai.AsyncOpenAI(base_url=base_url, api_key=token, max_retries=0, **options)
 
     return make
 
@@ -249,8 +277,8 @@ async def test_ws10_openai_token_revoked_or_expired_mid_use_is_401_at_the_next_r
 # -- RL-01 / WS-20: exact admission under concurrency -------------------------------------------
 
 
-async def test_rl01_ws20_parallel_sse_and_openai_requests_admit_exactly_k(
-    http, sdk, simulator, user
+async def test_rl01_ws20_parallel_sse_and_openai_requests_on_two_workers_admit_exactly_k(
+    http_server, second_worker, http, sdk, simulator, user
 ):
     k, n_sse, n_api = 4, 8, 8
     simulator.token_delay = 0.001
@@ -258,13 +286,17 @@ async def test_rl01_ws20_parallel_sse_and_openai_requests_admit_exactly_k(
     await RateLimit.objects.acreate(scope="user", user=user, requests_per_minute=k)
     session = await asession_for(user)
     token = await sync_to_async(personal_token)(user)
-    sse_client, api_client = http(session), sdk(token)
+    workers = [http_server, second_worker]
+    sse_clients = [http(session, server=worker) for worker in workers]
+    api_clients = [sdk(token, server=worker) for worker in workers]
     go = asyncio.Event()  # every request waits here, then all are released together
 
     async def sse(i: int) -> tuple[str, int, Any]:
         await go.wait()
         body = {"client_id": f"sse-{i}", "content": f"Question {i}"}
-        async with sse_client.stream("POST", STREAM, json=body, headers=session.headers) as r:
+        async with sse_clients[i % 2].stream(
+            "POST", STREAM, json=body, headers=session.headers
+        ) as r:
             if r.status_code != 200:
                 await r.aread()
                 return "sse", r.status_code, (r.headers.get("retry-after"), r.json())
@@ -273,7 +305,7 @@ async def test_rl01_ws20_parallel_sse_and_openai_requests_admit_exactly_k(
 
     async def api(i: int) -> tuple[str, int, Any]:
         await go.wait()
-        streamed = i % 2 == 0
+        api_client, streamed = api_clients[i % 2], i % 4 < 2
         messages = [{"role": "user", "content": f"Question {i}"}]
         try:
             if not streamed:
@@ -315,8 +347,8 @@ async def test_rl01_ws20_parallel_sse_and_openai_requests_admit_exactly_k(
 # -- RL-02: a spend budget under parallel requests ----------------------------------------------
 
 
-async def test_rl02_parallel_openai_requests_never_reserve_more_than_the_budget(
-    sdk, simulator, user
+async def test_rl02_parallel_openai_requests_on_two_workers_never_reserve_more_than_the_budget(
+    http_server, second_worker, sdk, simulator, user
 ):
     max_tokens = 50  # sent upstream: the reply is cut there, so the worst case holds
     await ChatModel.objects.acreate(
@@ -331,7 +363,8 @@ async def test_rl02_parallel_openai_requests_never_reserve_more_than_the_budget(
     budget = Decimal("0.0001")  # the worst case fits 3 times, not 4
     assert 3 * worst <= budget < 4 * worst
     await RateLimit.objects.acreate(scope="user", user=user, spend_per_month=budget)
-    client = sdk(await sync_to_async(personal_token)(user))
+    token = await sync_to_async(personal_token)(user)
+    clients = [sdk(token, server=worker) for worker in (http_server, second_worker)]
     simulator.token_delay = 0.003
     go = asyncio.Event()
     held: list[Decimal] = []  # Σ (open reservations' worst case + settled costs), sampled
@@ -352,8 +385,9 @@ async def test_rl02_parallel_openai_requests_never_reserve_more_than_the_budget(
     async def ask(i: int) -> Any:
         await go.wait()
         messages = [{"role": "user", "content": f"Q {i}"}]
+        client = clients[i % 2]  # each worker gets streamed and whole answers
         try:
-            if i % 2:
+            if i % 4 < 2:
                 return await client.chat.completions.create(model=MODEL, messages=messages)
             text = ""
             async with await client.chat.completions.create(
