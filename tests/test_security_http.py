@@ -516,3 +516,36 @@ async def test_rl11_an_openai_client_that_leaves_settles_its_reply_once(
     assert reservation.state == "settled" and reservation.settled is not None
     assert (await sync_to_async(consumption)(user))["requests_per_day"] == 1
     assert len(simulator.chat_requests) == 1
+
+
+@pytest.mark.parametrize("entry", ["api", "api-stored", "send"])
+async def test_rl11_a_reply_stopped_as_it_starts_never_calls_upstream_and_settles_once(
+    user, simulator_settings, entry
+):
+    """The calls the OpenAI-compatible view makes when its client leaves while the request is
+    being admitted (the run is stopped the moment it is started), and a stop that reaches a reply
+    (send through the engine) before its first step ran: in-process, so the moment is exact."""
+    from streamchat.streaming import engine
+    from streamchat.streaming.hub import get_hub
+
+    await ChatModel.objects.acreate(model_id=MODEL, enabled=True, is_default=True)
+    await RateLimit.objects.acreate(scope="user", user=user, requests_per_day=100)
+    await get_hub().ensure_started()
+    if entry == "send":
+        accepted = await engine.asend(user, client_id="now", content="Stop at once")
+        run = accepted.run
+    else:
+        run = await engine.acomplete_messages(
+            user, messages=QUESTION, model=MODEL, keep=entry == "api-stored"
+        )
+    run.stop()
+    await asyncio.wait_for(run.done.wait(), 10)
+    assert simulator_settings.chat_requests == []  # nothing streamed that nobody wanted
+    assert (run.status, run.length) == ("stopped", 0)
+    usage = [u async for u in Usage.objects.all()]
+    assert [(u.outcome, u.cost) for u in usage] == [("stopped", 0)]
+    reservation = await Reservation.objects.aget(user=user)
+    assert (reservation.state, reservation.cost) == ("settled", 0)
+    if entry != "api":
+        reply = await Message.objects.aget(role="assistant")
+        assert (reply.status, reply.content) == ("stopped", "")

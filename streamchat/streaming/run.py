@@ -123,6 +123,10 @@ class ReplyRun:
         ticker = self.hub.spawn(self._tick())
         try:
             self._consumer = asyncio.get_running_loop().create_task(self._consume())
+            if self.stopping:
+                # Stopped before it began (``stop`` finds no consumer to cancel until here): it
+                # never calls upstream, instead of streaming a whole reply nobody wants.
+                self._consumer.cancel()
             try:
                 await asyncio.wait_for(asyncio.shield(self._consumer), app_settings.TOTAL_TIMEOUT)
             except TimeoutError:
