@@ -10,6 +10,7 @@ database is flushed, the server keeps running.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,25 @@ def http_server(
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _replies_end_before_the_flush(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The shared server may still be ending a test's reply (a stop just sent, a client gone):
+    wait for its final write before the database is flushed under it (a TRUNCATE that meets the
+    server's transaction deadlocks on PostgreSQL)."""
+    if "http_server" not in request.fixturenames:
+        yield
+        return
+    request.getfixturevalue("transactional_db")  # set up first, so flushed after this ends
+    yield
+    from streamchat.models import Message
+
+    deadline = time.monotonic() + 15
+    while Message.objects.filter(status=Message.Status.STREAMING).exists():
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
 
 
 @dataclass
