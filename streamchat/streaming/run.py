@@ -103,6 +103,9 @@ class ReplyRun:
     # -- control -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.reply_id is not None:
+            # In the registry at once: a stop that arrives before the task first runs finds it.
+            self.hub.runs[self.reply_id] = self
         self.hub.spawn(self._run())
 
     def stop(self) -> None:
