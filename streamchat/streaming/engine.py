@@ -21,7 +21,7 @@ from ..openrouter.client import ChatRequest
 from ..text import clean_text
 from . import completions, store
 from .context import build_messages, estimate_prompt_tokens
-from .hub import Follower, conversation_group, get_hub
+from .hub import Follower, control_group, conversation_group, get_hub
 from .run import Origin, ReplyRun
 from .store import ModelChoice, NewReply
 
@@ -202,7 +202,7 @@ async def astop(user: Any, reply_id: int) -> bool:
         run.stop()
     else:
         await get_channel_layer().group_send(
-            f"streamchat.ctl.{reply_id}", {"type": "streamchat.stop", "reply": reply_id}
+            control_group(reply_id), {"type": "streamchat.stop", "reply": reply_id}
         )
     return True
 
