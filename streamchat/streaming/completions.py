@@ -1,5 +1,5 @@
-"""Requests that carry their own messages (the OpenAI-compatible API): what the engine checks and
-stores for them. ``engine.acomplete_messages`` is the entry point.
+"""Requests that carry their own messages (the OpenAI-compatible API): how the engine checks them
+and what it sends upstream (their rows, when stored, are written by ``store.create_exchange_rows``). ``engine.acomplete_messages`` is the entry point.
 
 Such a request is answered by the same ``ReplyRun`` as a chat message (limits, keys, failover,
 usage ledger). Whether the exchange is also stored as a conversation is the
@@ -12,13 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
-from django.utils import timezone
-
 from ..exceptions import ChatError
-from ..models import Conversation, Message
 from ..text import clean_text
-from .store import ModelChoice, NewReply, _lease, _title_from
+from .store import ModelChoice
 
 # OpenAI's "developer" role is its newer name for "system".
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -77,46 +73,3 @@ def upstream_messages(turns: list[dict[str, str]], choice: ModelChoice) -> list[
     request's own messages as they are (the client chose its context: nothing is trimmed)."""
     system = [{"role": "system", "content": choice.system_prompt}] if choice.system_prompt else []
     return system + [dict(turn) for turn in turns]
-
-
-def create_exchange_rows(user_id: int, model_id: str, turns: list[dict[str, str]]) -> NewReply:
-    """A new conversation holding the request's messages as a chain, and a streaming reply."""
-    now = timezone.now()
-    last_question = next(t["content"] for t in reversed(turns) if t["role"] == "user")
-    with transaction.atomic():
-        conversation = Conversation.objects.create(
-            owner_id=user_id,
-            title=_title_from(last_question),
-            model=model_id,
-            created=now,
-            updated=now,
-        )
-        parent: Message | None = None
-        for turn in turns:
-            parent = Message.objects.create(
-                conversation=conversation,
-                parent=parent,
-                role=turn["role"],
-                content=turn["content"],
-                status=Message.Status.COMPLETE,
-                created=now,
-            )
-        reply = Message.objects.create(
-            conversation=conversation,
-            parent=parent,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.STREAMING,
-            model=model_id,
-            lease_expires=_lease(),
-            created=now,
-        )
-    assert parent is not None
-    return NewReply(
-        conversation_id=conversation.pk,
-        message_id=parent.pk,
-        reply_id=reply.pk,
-        parent_id=parent.pk,
-        duplicate=False,
-        title=conversation.title,
-        new_conversation=True,
-    )

@@ -241,7 +241,7 @@ async def acomplete_messages(
     rows: NewReply | None = None
     if keep:
         try:
-            rows = await database_sync_to_async(completions.create_exchange_rows)(
+            rows = await database_sync_to_async(store.create_exchange_rows)(
                 user.pk, choice.model_id, turns
             )
         except BaseException:

@@ -194,15 +194,12 @@ def create_reply_rows(
                 )
             else:
                 question = Message.objects.get(pk=question_id)
-            reply = Message.objects.create(
-                conversation=conversation,
-                parent=question,
-                role=Message.Role.ASSISTANT,
-                status=Message.Status.STREAMING,
-                model=model_id,
-                client_message_id=client_id if question_id is not None else "",
-                lease_expires=_lease(),
-                created=now,
+            reply = _streaming_reply_row(
+                conversation,
+                question,
+                model_id,
+                now,
+                client_id=client_id if question_id is not None else "",
             )
             Conversation.objects.filter(pk=conversation.pk).update(updated=now, model=model_id)
     except IntegrityError:
@@ -219,6 +216,57 @@ def create_reply_rows(
         duplicate=False,
         title=conversation.title,
         new_conversation=new_conversation,
+    )
+
+
+def _streaming_reply_row(
+    conversation: Conversation, parent: Message | None, model_id: str, now: Any, client_id: str = ""
+) -> Message:
+    """The assistant row a reply streams into, with its first lease."""
+    return Message.objects.create(
+        conversation=conversation,
+        parent=parent,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        model=model_id,
+        client_message_id=client_id,
+        lease_expires=_lease(),
+        created=now,
+    )
+
+
+def create_exchange_rows(user_id: int, model_id: str, turns: list[dict[str, str]]) -> NewReply:
+    """A new conversation holding the request's messages as a chain, and a streaming reply."""
+    now = timezone.now()
+    last_question = next(t["content"] for t in reversed(turns) if t["role"] == "user")
+    with transaction.atomic():
+        conversation = Conversation.objects.create(
+            owner_id=user_id,
+            title=_title_from(last_question),
+            model=model_id,
+            created=now,
+            updated=now,
+        )
+        parent: Message | None = None
+        for turn in turns:
+            parent = Message.objects.create(
+                conversation=conversation,
+                parent=parent,
+                role=turn["role"],
+                content=turn["content"],
+                status=Message.Status.COMPLETE,
+                created=now,
+            )
+        reply = _streaming_reply_row(conversation, parent, model_id, now)
+    assert parent is not None
+    return NewReply(
+        conversation_id=conversation.pk,
+        message_id=parent.pk,
+        reply_id=reply.pk,
+        parent_id=parent.pk,
+        duplicate=False,
+        title=conversation.title,
+        new_conversation=True,
     )
 
 
