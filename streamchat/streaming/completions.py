@@ -1,5 +1,6 @@
 """Requests that carry their own messages (the OpenAI-compatible API): how the engine checks them
-and what it sends upstream (their rows, when stored, are written by ``store.create_exchange_rows``). ``engine.acomplete_messages`` is the entry point.
+and what it sends upstream; their rows, when stored, are written by ``store.create_exchange_rows``.
+``engine.acomplete_messages`` is the entry point.
 
 Such a request is answered by the same ``ReplyRun`` as a chat message (limits, keys, failover,
 usage ledger). Whether the exchange is also stored as a conversation is the
