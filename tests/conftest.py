@@ -85,6 +85,15 @@ class ChatSocket:
             if frame["type"] == type_ and all(frame.get(k) == v for k, v in match.items()):
                 return frame
 
+    async def text_of_at_least(self, chars: int, timeout: float = 5) -> str:
+        """The reply text received until it holds ``chars`` characters (a reply in progress)."""
+        text = ""
+        while len(text) < chars:
+            frame = await self.recv(timeout)
+            if frame["type"] == "delta":
+                text += frame["text"]
+        return text
+
     async def reply(
         self, reply_id: int, *, known: str = "", timeout: float = 10
     ) -> tuple[str, dict[str, Any]]:

@@ -106,11 +106,7 @@ async def test_stop_closes_upstream_and_keeps_the_partial_reply(user, chat_socke
     socket = await chat_socket(user)
     await socket.send({"type": "send", "client_id": "s", "content": "Tell me"})
     ack = await socket.recv_until("ack")
-    text = ""
-    while len(text) < 20:
-        frame = await socket.recv()
-        if frame["type"] == "delta":
-            text += frame["text"]
+    text = await socket.text_of_at_least(20)
     await socket.send({"type": "stop", "reply": ack["reply"]})
     rest, finished = await socket.reply(ack["reply"], known=text)
     assert finished["status"] == "stopped"
@@ -145,11 +141,7 @@ async def test_reconnect_and_resume_gets_the_rest_without_gap_or_repeat(
     first = await chat_socket(user)
     await first.send({"type": "send", "client_id": "r", "content": "Resume me"})
     ack = await first.recv_until("ack")
-    seen = ""
-    while len(seen) < 30:
-        frame = await first.recv()
-        if frame["type"] == "delta":
-            seen += frame["text"]
+    seen = await first.text_of_at_least(30)
     await first.close()
     second = await chat_socket(user)
     await second.send({"type": "resume", "reply": ack["reply"], "offset": len(seen)})
