@@ -55,8 +55,16 @@ DEFAULTS: dict[str, Any] = {
     "GROUP_BATCH_MS": 100,
     # Cancel the reply when the socket that asked for it closes (default: the reply outlives it).
     "CANCEL_ON_DISCONNECT": False,
+    # --- Capacity ---------------------------------------------------------------------------
+    # Most replies one process runs at once (None: no cap). Above it new sends are refused with
+    # the error code "overloaded" and a retry hint, so the replies already running keep pace.
+    "MAX_ACTIVE_REPLIES": 1000,
+    # The retry hint (s) sent with "overloaded".
+    "OVERLOADED_RETRY_AFTER": 5,
+    # Threads per process for the engine's database work (each keeps one connection open).
+    "DATABASE_THREADS": 4,
     # --- Persistence ------------------------------------------------------------------------
-    # How often (ms) a streaming reply's text is written to its row.
+    # How often (ms) the text a streaming reply added since the last time is appended to its row.
     "CHECKPOINT_MS": 500,
     # A streaming reply whose worker has not renewed its lease for this long (s) is interrupted.
     "LEASE_SECONDS": 30,

@@ -1,27 +1,28 @@
 """The websocket front end: parses frames and speaks docs/protocol.md; the engine does the work.
 
-Deltas of a reply running in this worker go straight from the reply to this socket (coalesced),
-never through the channel layer. A reply running in another worker is followed through its
-channel-layer group in batches, starting from the text saved in the database.
+A thin protocol adapter: each reply this socket shows has one ``StreamFollower`` whose frames go
+to the socket; ``follow.afollow`` decides how (straight from a reply in this worker, or through
+the channel layer from another). Frames come from ``streaming.frames``, shared with SSE.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, load_backend
 from django.utils.crypto import constant_time_compare
 
 from .conf import app_settings
-from .exceptions import ChatError, not_found
-from .models import Message
-from .streaming import engine, store
-from .streaming.hub import Coalescer, control_group, conversation_group, get_hub, reply_group
+from .exceptions import ChatError
+from .streaming import db, engine, follow, frames, store
+from .streaming.follow import StreamFollower
+from .streaming.hub import conversation_group, get_hub
 
 logger = logging.getLogger("streamchat.consumers")
 
@@ -57,41 +58,10 @@ class RefusalLog:
 refusal_log = RefusalLog()
 
 
-class SocketFollower:
-    """Shows one reply on one socket: coalesced deltas, then the finish frame."""
-
-    __slots__ = ("consumer", "reply_id", "coalescer", "paused")
-
-    def __init__(self, consumer: ChatConsumer, reply_id: int, *, paused: bool = False) -> None:
-        self.consumer = consumer
-        self.reply_id = reply_id
-        self.coalescer = Coalescer(reply_id, consumer.send_frame)
-        self.paused = paused
-
-    def push(self, kind: str, offset: int, text: str) -> None:
-        if self.paused:
-            self.coalescer.hold(kind, offset, text)
-        else:
-            self.coalescer.push(kind, offset, text)
-
-    def release(self) -> None:
-        """Start sending (after the ack and reply.started frames went out)."""
-        self.paused = False
-        self.coalescer.kick()
-
-    async def finished(self, frame: dict[str, Any]) -> None:
-        self.paused = False
-        await self.coalescer.drain()
-        self.consumer.following.pop(self.reply_id, None)
-        self.consumer.finished_ids.add(self.reply_id)
-        await self.consumer.send_frame(frame)
-
-
 class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.user = self.scope.get("user")
-        self.following: dict[int, SocketFollower | None] = {}  # None: followed through the layer
-        self.remote_known: dict[int, int] = {}  # reply id -> code points sent, for remote replies
+        self.following: dict[int, StreamFollower] = {}  # reply id -> its follower on this socket
         self.subscribed: set[int] = set()
         self.finished_ids: set[int] = set()  # replies whose finish this socket has sent
         if self.user is None or not self.user.is_authenticated:
@@ -108,15 +78,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         following = getattr(self, "following", {})
         for reply_id, follower in list(following.items()):
-            run = engine.local_run(reply_id)
-            if follower is not None:
-                follower.coalescer.close()
-                if run is not None:
-                    run.unfollow(follower)
-                    if app_settings.CANCEL_ON_DISCONNECT:
-                        run.stop()
-            else:
-                await self.channel_layer.group_discard(reply_group(reply_id), self.channel_name)
+            follower.close()
+            reply = engine.local_reply(reply_id)
+            if reply is not None and app_settings.CANCEL_ON_DISCONNECT:
+                reply.stop()
         for conversation_id in getattr(self, "subscribed", set()):
             await self.channel_layer.group_discard(
                 conversation_group(conversation_id), self.channel_name
@@ -149,23 +114,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 raise ChatError("bad_json", "The frame is not valid JSON.") from None
             if not isinstance(frame, dict):
                 raise ChatError("bad_json", "The frame must be a JSON object.")
-            if not await self._session_still_valid():
-                expired = ChatError("auth_expired", "Your session ended: log in again.")
-                client_id = frame.get("client_id")
-                await self.send_frame(
-                    expired.as_frame(
-                        client_id=client_id[:64] if isinstance(client_id, str) else None
-                    )
-                )
-                await self.close(code=CLOSE_UNAUTHENTICATED)
-                logger.info("websocket session ended: user=%s, closed 4401", self.user.pk)
-                return
             kind = frame.get("type")
-            handler = self.HANDLERS.get(kind) if isinstance(kind, str) else None
+            kind = kind if isinstance(kind, str) else None
+            if kind not in self.STARTS and not await self._session_still_valid():
+                # (A frame that starts a reply is checked in the engine's one database trip.)
+                raise ChatError("auth_expired", "Your session ended: log in again.")
+            handler = self.HANDLERS.get(kind) if kind is not None else None
             if handler is None:
                 raise ChatError("unknown_type", "Unknown frame type.", field="type")
             await handler(self, frame)
         except ChatError as error:
+            if error.code == "auth_expired":
+                await self._end_session(error, frame)
+                return
             extra: dict[str, Any] = {}
             if isinstance(frame, dict):
                 if isinstance(frame.get("client_id"), str):
@@ -191,13 +152,25 @@ class ChatConsumer(AsyncWebsocketConsumer):
             f" ({left_out} more refusals of this user not logged)" if left_out else "",
         )
 
-    async def _session_still_valid(self) -> bool:
-        """Logged out, password changed, deactivated or expired since connect: not valid (WS-10)."""
+    async def _end_session(self, expired: ChatError, frame: Any) -> None:
+        client_id = frame.get("client_id") if isinstance(frame, dict) else None
+        await self.send_frame(
+            expired.as_frame(client_id=client_id[:64] if isinstance(client_id, str) else None)
+        )
+        await self.close(code=CLOSE_UNAUTHENTICATED)
+        logger.info("websocket session ended: user=%s, closed 4401", self.user.pk)
+
+    def _session_check(self) -> Callable[[], bool]:
+        """Logged out, password changed, deactivated or expired since connect: not valid (WS-10).
+        A sync check, run on an engine database thread (in the engine's trip for a send)."""
         session = self.scope.get("session")
         key = getattr(session, "session_key", None)
         if session is None or not key:
-            return False
-        return await database_sync_to_async(_session_matches)(session.__class__, key, self.user)
+            return lambda: False
+        return functools.partial(_session_matches, session.__class__, key, self.user)
+
+    async def _session_still_valid(self) -> bool:
+        return await db.run(self._session_check())
 
     async def on_send(self, frame: dict[str, Any]) -> None:
         await self._start_reply(
@@ -225,15 +198,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _start_reply(self, start: Any, frame: dict[str, Any], **fields: Any) -> None:
         """Call an engine entry point with the fields every reply-starting frame shares."""
-        follower = SocketFollower(self, 0, paused=True)  # learns its reply id in _started
-        accepted = await start(
-            self.user,
-            client_id=frame.get("client_id"),
-            model=frame.get("model"),
-            options=engine.validate_options(frame.get("temperature"), frame.get("max_tokens")),
-            follower=follower,
-            **fields,
-        )
+        follower = StreamFollower(self.send_frame, paused=True)  # learns its reply id in _started
+        try:
+            accepted = await start(
+                self.user,
+                client_id=frame.get("client_id"),
+                model=frame.get("model"),
+                options=engine.validate_options(frame.get("temperature"), frame.get("max_tokens")),
+                follower=follower,
+                session_valid=self._session_check(),
+                **fields,
+            )
+        except BaseException:
+            follower.close()
+            raise
         await self._started(accepted, follower)
 
     async def on_stop(self, frame: dict[str, Any]) -> None:
@@ -250,12 +228,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_subscribe(self, frame: dict[str, Any]) -> None:
         conversation_id = engine.validate_id(frame.get("conversation"), "conversation")
-        await database_sync_to_async(store.owned_conversation)(self.user.pk, conversation_id)
+        await db.run(store.owned_conversation, self.user.pk, conversation_id)
+        await self._subscribe(conversation_id)  # type: ignore[arg-type]
+
+    async def _subscribe(self, conversation_id: int) -> None:
         if conversation_id not in self.subscribed:
-            self.subscribed.add(conversation_id)  # type: ignore[arg-type]
+            self.subscribed.add(conversation_id)
             await self.channel_layer.group_add(
                 conversation_group(conversation_id), self.channel_name
-            )  # type: ignore[arg-type]
+            )
 
     async def on_ping(self, frame: dict[str, Any]) -> None:
         await self.send_frame({"type": "pong"})
@@ -269,155 +250,74 @@ class ChatConsumer(AsyncWebsocketConsumer):
         "subscribe": on_subscribe,
         "ping": on_ping,
     }
+    STARTS = frozenset({"send", "regenerate", "edit"})
 
     # -- following replies -------------------------------------------------------------------
 
-    async def _started(self, accepted: engine.Accepted, follower: SocketFollower) -> None:
-        follower.reply_id = follower.coalescer.reply_id = accepted.reply_id
-        await self.send_frame(
-            {
-                "type": "ack",
-                "client_id": accepted.client_id,
-                "conversation": accepted.conversation_id,
-                "message": accepted.message_id,
-                "reply": accepted.reply_id,
-                "duplicate": accepted.duplicate,
-            }
-        )
-        if accepted.conversation_id not in self.subscribed:
-            self.subscribed.add(accepted.conversation_id)
-            await self.channel_layer.group_add(
-                conversation_group(accepted.conversation_id), self.channel_name
-            )
-        if accepted.new_conversation:
+    async def _started(self, accepted: engine.Accepted, follower: StreamFollower) -> None:
+        started = accepted.started
+        await self.send_frame(frames.ack(started))
+        if started.new_conversation:
             await self.send_frame(
-                {
-                    "type": "conversation.updated",
-                    "conversation": accepted.conversation_id,
-                    "title": accepted.title,
-                }
+                frames.conversation_updated(started.conversation_id, started.title)
             )
-        if accepted.duplicate:
-            if accepted.reply_id and accepted.run is None:
-                await self._follow(accepted.reply_id, 0)
-            elif accepted.run is not None:
-                self.following[accepted.reply_id] = follower
-                follower.release()
-            return
-        await self.send_frame(
-            {
-                "type": "reply.started",
-                "conversation": accepted.conversation_id,
-                "reply": accepted.reply_id,
-                "parent": accepted.parent_id,
-                "model": accepted.model,
-                "client_id": accepted.client_id,
-            }
-        )
-        if accepted.run is not None and not accepted.run.done.is_set():
-            self.following[accepted.reply_id] = follower
-        follower.release()
+        if not started.duplicate:
+            await self.send_frame(frames.reply_started(started))
+            self._track(started.reply_id, follower)
+            follower.release(started.reply_id)
+        elif accepted.reply is not None:  # the first delivery's reply runs here: it is followed
+            self._track(started.reply_id, follower)
+            follower.release(started.reply_id)
+        else:
+            follower.close()
+            if started.reply_id:
+                await self._follow(started.reply_id, 0)
+        # Other tabs' replies in this conversation, from now on (off the first token's path).
+        await self._subscribe(started.conversation_id)
+
+    def _track(self, reply_id: int, follower: StreamFollower) -> None:
+        self.following[reply_id] = follower
+
+        def untrack() -> None:
+            if self.following.get(reply_id) is follower:
+                del self.following[reply_id]
+            if follower.result is not None:
+                self.finished_ids.add(reply_id)
+
+        follower.on_close(untrack)
 
     async def _follow(self, reply_id: int, offset: int) -> None:
-        """Send reply ``reply_id`` from ``offset``, then live: locally, or through the layer."""
+        """Send reply ``reply_id`` from ``offset``, then live, wherever it runs."""
         if reply_id in self.following:
             await self._resend(reply_id, offset)
             return
-        run = engine.local_run(reply_id)
-        if run is not None:
-            owner = run.origin.user_id
-            if owner != self.user.pk:
-                raise not_found("reply")
-            follower = SocketFollower(self, reply_id)
-            self.following[reply_id] = follower
-            run.follow(follower, offset)
-            return
-        # Not running here: join its group first, then read what is saved (no gap in between).
-        self.following[reply_id] = None
-        await self.channel_layer.group_add(reply_group(reply_id), self.channel_name)
-        reply = await database_sync_to_async(_owned_reply)(self.user.pk, reply_id)
-        if reply is None:
-            await self._drop_remote(reply_id)
-            raise not_found("reply")
-        if reply.status == Message.Status.STREAMING:
-            await self.channel_layer.group_send(
-                control_group(reply_id), {"type": "streamchat.watch", "reply": reply_id}
-            )
-        if offset < len(reply.content):
-            await self.send_frame(
-                {
-                    "type": "delta",
-                    "reply": reply_id,
-                    "offset": offset,
-                    "text": reply.content[offset:],
-                }
-            )
-        self.remote_known[reply_id] = max(offset, len(reply.content))
-        if reply.is_final:
-            await self._drop_remote(reply_id)
-            self.finished_ids.add(reply_id)
-            await self.send_frame(await database_sync_to_async(store.finished_frame)(reply))
+        follower = StreamFollower(self.send_frame, reply_id, offset=offset)
+        self._track(reply_id, follower)
+        try:
+            await follow.afollow(self.user.pk, reply_id, follower)
+        except BaseException:
+            follower.close()
+            raise
 
     async def _resend(self, reply_id: int, offset: int) -> None:
         """A client following a reply on this socket saw a gap: send its text from ``offset``."""
         follower = self.following[reply_id]
-        run = engine.local_run(reply_id)
-        if follower is not None and run is not None:
-            follower.coalescer.close()  # what it held is part of the text sent now
-            text = run.text_from(offset)
+        reply = engine.local_reply(reply_id)
+        if reply is not None:
+            follower.discard_pending()  # what it held is part of the text sent now
+            text = reply.text_from(offset)
+            follower.sent["delta"] = max(follower.sent["delta"], offset + len(text))
         else:
-            reply = await database_sync_to_async(_owned_reply)(self.user.pk, reply_id)
-            text = reply.content[offset:] if reply is not None else ""
-            if reply_id in self.remote_known:
-                self.remote_known[reply_id] = max(self.remote_known[reply_id], offset + len(text))
+            row = await db.run(follow.owned_reply, self.user.pk, reply_id)
+            text = row.content[offset:] if row is not None else ""
         if text:
-            await self.send_frame(
-                {"type": "delta", "reply": reply_id, "offset": offset, "text": text}
-            )
+            await self.send_frame(frames.text("delta", reply_id, offset, text))
 
-    async def _drop_remote(self, reply_id: int) -> None:
-        self.following.pop(reply_id, None)
-        self.remote_known.pop(reply_id, None)
-        await self.channel_layer.group_discard(reply_group(reply_id), self.channel_name)
-
-    async def _catch_up(self, reply_id: int) -> None:
-        """Fill a gap from the database (a checkpoint happened after we read it)."""
-        reply = await database_sync_to_async(_owned_reply)(self.user.pk, reply_id)
-        known = self.remote_known.get(reply_id, 0)
-        if reply is not None and len(reply.content) > known:
-            await self.send_frame(
-                {"type": "delta", "reply": reply_id, "offset": known, "text": reply.content[known:]}
-            )
-            self.remote_known[reply_id] = len(reply.content)
-
-    # -- channel-layer events ----------------------------------------------------------------
-
-    async def streamchat_delta(self, event: dict[str, Any]) -> None:
-        """A batch from a reply in another worker: the text from its last checkpoint (``base``)."""
-        reply_id = event["reply"]
-        if reply_id not in self.remote_known:
-            return
-        known = self.remote_known[reply_id]
-        base, text = event["base"], event["text"]
-        if base > known:
-            await self._catch_up(reply_id)
-            known = self.remote_known[reply_id]
-        end = base + len(text)
-        if end > known >= base:
-            await self.send_frame(
-                {"type": "delta", "reply": reply_id, "offset": known, "text": text[known - base :]}
-            )
-            self.remote_known[reply_id] = end
+    # -- channel-layer events (conversation groups) ------------------------------------------
 
     async def streamchat_finished(self, event: dict[str, Any]) -> None:
         reply_id = event["reply"]
-        if reply_id in self.remote_known:
-            if self.remote_known[reply_id] < event["length"]:
-                await self._catch_up(reply_id)
-            await self._drop_remote(reply_id)
-            self.finished_ids.add(reply_id)
-            await self.send_frame({**event, "type": "reply.finished"})
-        elif (
+        if (
             reply_id not in self.following
             and reply_id not in self.finished_ids
             and event.get("conversation") in self.subscribed
@@ -442,12 +342,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def streamchat_conversation(self, event: dict[str, Any]) -> None:
         if event["conversation"] in self.subscribed:
             await self.send_frame({**event, "type": "conversation.updated"})
-
-
-def _owned_reply(user_id: int, reply_id: int) -> Message | None:
-    return Message.objects.filter(
-        pk=reply_id, conversation__owner_id=user_id, role=Message.Role.ASSISTANT
-    ).first()
 
 
 def _session_matches(store_class: Any, session_key: str, user: Any) -> bool:

@@ -251,12 +251,9 @@ class ChatModel(models.Model):
 
     def cost_for(self, prompt_tokens: int, completion_tokens: int) -> Decimal | None:
         """Cost in USD from this model's price table, or None when prices are unknown."""
-        if self.prompt_price is None or self.completion_price is None:
-            return None
-        million = Decimal(1_000_000)
-        return (
-            self.prompt_price * prompt_tokens + self.completion_price * completion_tokens
-        ) / million
+        from .pricing import cost
+
+        return cost(prompt_tokens, completion_tokens, self.prompt_price, self.completion_price)
 
 
 class RateLimit(models.Model):

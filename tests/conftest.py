@@ -153,14 +153,18 @@ def chat_socket() -> Callable[..., Any]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _close_connections_of_the_async_thread(django_db_setup: None, django_db_blocker: Any) -> Any:
-    """Async tests reach the ORM through asgiref's one sync thread; close its connection before
-    the test database is dropped (PostgreSQL refuses to drop a database in use)."""
+    """Async tests reach the ORM through asgiref's one sync thread and the engine's database
+    threads; close their connections before the test database is dropped (PostgreSQL refuses to
+    drop a database in use)."""
     yield
     from asgiref.sync import SyncToAsync
     from django.db import connections
 
+    from streamchat.streaming import db
+
     with django_db_blocker.unblock():
         SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+        db.close_connections()
 
 
 @pytest.fixture

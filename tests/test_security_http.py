@@ -533,7 +533,7 @@ async def test_rl11_a_reply_stopped_as_it_starts_never_calls_upstream_and_settle
     await get_hub().ensure_started()
     if entry == "send":
         accepted = await engine.asend(user, client_id="now", content="Stop at once")
-        run = accepted.run
+        run = accepted.reply
     else:
         run = await engine.acomplete_messages(
             user, messages=QUESTION, model=MODEL, keep=entry == "api-stored"

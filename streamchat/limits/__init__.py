@@ -33,6 +33,7 @@ that transaction ends.
 """
 
 from .admission import (
+    admit,
     areap_expired,
     arelease,
     arenew,
@@ -57,6 +58,7 @@ __all__ = [
     "LimitsUnavailable",
     "aconsumption",
     "aeffective_limits",
+    "admit",
     "areap_expired",
     "arelease",
     "arenew",

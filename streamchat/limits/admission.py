@@ -6,13 +6,15 @@ import datetime as dt
 import logging
 import random
 import time
+from collections.abc import Callable
 from decimal import ROUND_CEILING, Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
-from django.db import DatabaseError, OperationalError, connection, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from .. import pricing
 from ..conf import app_settings
 from ..models import LimitLock, Reservation, Usage
 from .exceptions import LimitExceeded, LimitsUnavailable
@@ -22,7 +24,8 @@ from .rules import refusal_for
 
 logger = logging.getLogger("streamchat.limits")
 
-MILLION = Decimal(1_000_000)
+T = TypeVar("T")
+
 # Attempts of one admission when the database answers "locked" or a serialization failure.
 ATTEMPTS = 3
 
@@ -34,10 +37,7 @@ def worst_case_cost(
     completion_price: Decimal | None,
 ) -> Decimal | None:
     """The most a request can cost in USD (prices per million tokens), or None when unknown."""
-    if prompt_price is None or completion_price is None:
-        return None
-    prompt_cost = Decimal(prompt_price) * prompt_tokens
-    return (prompt_cost + Decimal(completion_price) * max_tokens) / MILLION
+    return pricing.cost(prompt_tokens, max_tokens, prompt_price, completion_price)
 
 
 def reserve(
@@ -50,7 +50,38 @@ def reserve(
     completion_price: Decimal | None,
     source: str,
 ) -> Reservation:
-    """Admit one upstream request or refuse it, before the call.
+    """Admit one upstream request or refuse it, before the call (``admit`` with nothing else in
+    its transaction)."""
+    reservation, _ = admit(
+        user,
+        model=model,
+        prompt_tokens=prompt_tokens,
+        max_tokens=max_tokens,
+        prompt_price=prompt_price,
+        completion_price=completion_price,
+        source=source,
+    )
+    return reservation
+
+
+def admit(
+    user: Any,
+    *,
+    model: str,
+    prompt_tokens: int,
+    max_tokens: int,
+    prompt_price: Decimal | None,
+    completion_price: Decimal | None,
+    source: str,
+    then: Callable[[], T] | None = None,
+) -> tuple[Reservation, T | None]:
+    """Admit one upstream request or refuse it, before the call; on admission run ``then()`` in
+    the same transaction and return its result with the reservation.
+
+    ``then`` (the reply engine stores its rows there) makes admission and its writes one
+    transaction: when ``then`` raises, nothing of the admission is kept either, and the
+    exception propagates. It may run more than once (a locked database is retried), always in a
+    fresh transaction.
 
     Returns the reservation to ``settle`` (or ``release``) when the request is over. Raises
     ``LimitExceeded`` after storing the refusal (a ``Usage`` row with outcome "refused" and the
@@ -75,14 +106,25 @@ def reserve(
         completion_price=completion_price,
     )
     exempt = bool(app_settings.EXEMPT_STAFF and getattr(user, "is_staff", False))
+    result: list[Any] = [None]
+
+    def run_then() -> None:
+        if then is not None:
+            result[0] = then()
+
     try:
-        refusal = _admit(request, EffectiveLimits() if exempt else effective_limits(user))
+        refusal = _admit(request, EffectiveLimits() if exempt else effective_limits(user), run_then)
+    except IntegrityError:
+        raise  # from ``then``: the caller's own constraint (a repeated delivery, say)
     except DatabaseError as error:
         if exempt or app_settings.LIMITS_FAIL_OPEN:
             logger.warning("streamchat: limits unavailable, admitting user %s (%s)", user.pk, error)
             request.pk = None  # unsaved: settle and release do nothing
             request.created = request.expires = timezone.now()
-            return request
+            if then is not None:
+                with transaction.atomic():
+                    result[0] = then()
+            return request, result[0]
         logger.error("streamchat: limits unavailable, refusing user %s (%s)", user.pk, error)
         raise LimitsUnavailable(
             "Your usage limits cannot be checked right now, so nothing was sent."
@@ -90,27 +132,32 @@ def reserve(
             retry_after=5,
         ) from error
     if refusal is None:
-        return request
+        return request, result[0]
     _record_refusal(request, refusal)
     raise refusal
 
 
-def _admit(request: Reservation, limits: EffectiveLimits) -> LimitExceeded | None:
-    """Save ``request`` if it fits; otherwise return the refusal. Retries transient lock errors."""
+def _admit(
+    request: Reservation, limits: EffectiveLimits, then: Callable[[], None]
+) -> LimitExceeded | None:
+    """Save ``request`` if it fits and run ``then`` in the same transaction; otherwise return the
+    refusal. Retries transient lock errors."""
     for attempt in range(ATTEMPTS):
         request.pk = None  # a failed commit may have left one from the last attempt
         try:
-            if limits.unlimited:  # nothing to count, so nothing to serialise
-                _stamp(request, timezone.now())
-                request.save(force_insert=True)
-                return None
             with transaction.atomic():
+                if limits.unlimited:  # nothing to count, so nothing to serialise
+                    _stamp(request, timezone.now())
+                    request.save(force_insert=True)
+                    then()
+                    return None
                 _lock(request.user_id)
                 now = timezone.now()  # after the lock: admissions are stamped in lock order
                 refusal = refusal_for(request, limits, figures(request.user_id, now), now)
                 if refusal is None:
                     _stamp(request, now)
                     request.save(force_insert=True)
+                    then()
                 return refusal
         except OperationalError:
             # "database is locked" past the busy timeout, or a serialization failure: try again,

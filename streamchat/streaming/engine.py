@@ -1,55 +1,58 @@
-"""The reply engine's entry points: send, regenerate, edit, stop, follow, complete.
+"""The reply engine's entry points: send, regenerate, edit, complete (API), stop.
 
-Every front end (the websocket consumer, the SSE views and the OpenAI-compatible views) calls
-these; none of them talks to OpenRouter or writes reply rows itself. Order of a send: validate,
-find a repeated client id (answer with the existing rows), admit against the user's limits, store
-the rows, start the run. A refused send stores nothing but the refusal record.
+Every front end (the websocket consumer, the SSE views, the OpenAI-compatible views) calls these;
+none of them talks to OpenRouter or writes reply rows itself. A start is: validate (no database),
+check this process's capacity (``MAX_ACTIVE_REPLIES``), make the ``Plan`` in one database trip
+(``plan.make_plan``: admission, rows, keys), then launch the reply at once. A refused send stores
+nothing but the refusal record. Front ends get a ``Reply`` handle and ``Started`` event back; to
+show the reply they pass a follower (``follow.StreamFollower``), which sees it from the first delta.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from ..conf import app_settings
 from ..exceptions import ChatError
 from ..models import Message, Usage
-from ..openrouter.client import ChatRequest
 from ..text import clean_text
-from . import completions, store
-from .context import build_messages, estimate_prompt_tokens
-from .hub import Follower, control_group, conversation_group, get_hub
-from .run import Origin, ReplyRun
-from .store import ModelChoice, NewReply
+from . import completions, db
+from .events import Follower, Started
+from .hub import control_group, conversation_group, get_hub
+from .plan import DEFAULT_OPTIONS, Ask, Edit, Exchange, Options, Plan, Regenerate, Send, make_plan
+from .reply import Reply, ReplyRun
+
+__all__ = [
+    "Accepted",
+    "Options",
+    "aedit",
+    "acomplete_messages",
+    "aregenerate",
+    "asend",
+    "astop",
+    "local_reply",
+]
+
+logger = logging.getLogger("streamchat.streaming")
 
 MAX_CLIENT_ID = 64
 
 
 @dataclass(frozen=True, slots=True)
-class Options:
-    """Per-request options a client may set (validated here, not trusted)."""
-
-    temperature: float | None = None
-    max_tokens: int | None = None
-
-
-@dataclass(slots=True)
 class Accepted:
-    """A reply that was started (or found again for a repeated client id)."""
+    """A reply that was started, or found again for a repeated client id (``started.duplicate``).
 
-    conversation_id: int
-    message_id: int
-    reply_id: int
-    parent_id: int | None
-    model: str
-    client_id: str
-    duplicate: bool
-    title: str
-    new_conversation: bool
-    run: ReplyRun | None
+    ``reply`` is its handle while it runs in this process; None for a repeated delivery whose reply
+    ended or runs in another worker (follow it with ``follow.afollow``).
+    """
+
+    started: Started
+    reply: Reply | None
 
 
 def validate_client_id(value: Any) -> str:
@@ -95,16 +98,6 @@ def validate_options(temperature: Any = None, max_tokens: Any = None) -> Options
     return Options(float(temperature) if temperature is not None else None, max_tokens)
 
 
-def reply_token_cap(options: Options, choice: ModelChoice, prompt_tokens: int) -> int | None:
-    """The most tokens a reply may have: asked for, else the model's setting, else what the
-    context length leaves after the prompt. It is sent upstream, so the budget reserved for it
-    holds; None (no cap known) reserves ``RESERVE_MAX_TOKENS``."""
-    cap = options.max_tokens or choice.max_tokens
-    if cap is None and choice.context_length:
-        cap = max(1, choice.context_length - prompt_tokens)
-    return cap
-
-
 def validate_id(value: Any, field: str, *, optional: bool = False) -> int | None:
     if value is None and optional:
         return None
@@ -121,23 +114,25 @@ async def asend(
     conversation_id: int | None = None,
     parent_id: int | None = None,
     model: str | None = None,
-    options: Options = Options(),
+    options: Options = DEFAULT_OPTIONS,
     source: str = Usage.Source.WEBSOCKET,
     follower: Follower | None = None,
+    session_valid: Callable[[], bool] | None = None,
 ) -> Accepted:
-    """Store a user message and start its reply (``follower`` sees it from the first delta)."""
+    """Store a user message and start its reply (``follower`` sees it from the first delta).
+
+    ``session_valid`` (run in the same database trip) lets a front end re-check its session."""
     client_id = validate_client_id(client_id)
     content = validate_content(content)
     return await _start(
         user,
+        Send(content, conversation_id, parent_id),
         client_id=client_id,
         model=model,
         options=options,
         source=source,
         follower=follower,
-        prepare=lambda choice: _prepare_send(
-            user.pk, choice, options, client_id, conversation_id, parent_id, content
-        ),
+        session_valid=session_valid,
     )
 
 
@@ -147,20 +142,22 @@ async def aregenerate(
     reply_id: int,
     client_id: str,
     model: str | None = None,
-    options: Options = Options(),
+    options: Options = DEFAULT_OPTIONS,
     source: str = Usage.Source.WEBSOCKET,
     follower: Follower | None = None,
+    session_valid: Callable[[], bool] | None = None,
 ) -> Accepted:
     """A new reply to the question ``reply_id`` answered; the earlier reply stays as a sibling."""
     client_id = validate_client_id(client_id)
     return await _start(
         user,
+        Regenerate(reply_id),
         client_id=client_id,
         model=model,
         options=options,
         source=source,
         follower=follower,
-        prepare=lambda choice: _prepare_regenerate(user.pk, choice, options, client_id, reply_id),
+        session_valid=session_valid,
     )
 
 
@@ -171,44 +168,24 @@ async def aedit(
     content: str,
     client_id: str,
     model: str | None = None,
-    options: Options = Options(),
+    options: Options = DEFAULT_OPTIONS,
     source: str = Usage.Source.WEBSOCKET,
     follower: Follower | None = None,
+    session_valid: Callable[[], bool] | None = None,
 ) -> Accepted:
     """A new version of user message ``message_id`` (a sibling) and a reply to it."""
     client_id = validate_client_id(client_id)
     content = validate_content(content)
     return await _start(
         user,
+        Edit(message_id, content),
         client_id=client_id,
         model=model,
         options=options,
         source=source,
         follower=follower,
-        prepare=lambda choice: _prepare_edit(
-            user.pk, choice, options, client_id, message_id, content
-        ),
+        session_valid=session_valid,
     )
-
-
-async def astop(user: Any, reply_id: int) -> bool:
-    """Stop a streaming reply of ``user``'s, in this worker or another. False if it is not theirs
-    or not streaming."""
-    reply = await database_sync_to_async(_streaming_reply)(user.pk, reply_id)
-    if reply is None:
-        return False
-    run = get_hub().runs.get(reply_id)
-    if run is not None:
-        run.stop()
-    else:
-        await get_channel_layer().group_send(
-            control_group(reply_id), {"type": "streamchat.stop", "reply": reply_id}
-        )
-    return True
-
-
-def local_run(reply_id: int) -> ReplyRun | None:
-    return get_hub().runs.get(reply_id)
 
 
 async def acomplete_messages(
@@ -216,305 +193,146 @@ async def acomplete_messages(
     *,
     messages: Any,
     model: Any,
-    options: Options = Options(),
+    options: Options = DEFAULT_OPTIONS,
     source: str = Usage.Source.API,
     keep: bool | None = None,
     follower: Follower | None = None,
-) -> ReplyRun:
+) -> Reply:
     """A reply to ``messages`` the request carries itself (the OpenAI-compatible API).
 
     The same admission as a chat message: an enabled model only, the user's limits and budgets
     (reserved before the call, settled when it ends), the keys with failover, one Usage row.
     ``keep`` (default: the ``API_STORE_CONVERSATIONS`` setting) also stores the exchange as a
-    conversation; otherwise the run has no Message row. Returns the started run; ``follower``
-    sees it from the first delta.
+    conversation; otherwise the reply has no Message row. ``follower`` sees it from the first
+    delta.
     """
     turns = completions.validate_messages(messages)
     if not isinstance(model, str) or not model.strip() or len(model) > 200:
         raise ChatError("invalid", "model must be a model id.", field="model")
-    choice: ModelChoice = await database_sync_to_async(store.choose_model)(model)
-    upstream = completions.upstream_messages(turns, choice)
-    max_tokens = reply_token_cap(options, choice, estimate_prompt_tokens(upstream))
-    reservation = await _reserve(user, choice, upstream, max_tokens, source)
     if keep is None:
         keep = bool(app_settings.API_STORE_CONVERSATIONS)
-    rows: NewReply | None = None
-    if keep:
-        try:
-            rows = await database_sync_to_async(store.create_exchange_rows)(
-                user.pk, choice.model_id, turns
-            )
-        except BaseException:
-            await _release(reservation)
-            raise
-    temperature = options.temperature if options.temperature is not None else choice.temperature
-    run = ReplyRun(
-        hub=get_hub(),
-        reply_id=rows.reply_id if rows else None,
-        parent_id=rows.message_id if rows else None,
-        origin=Origin(
-            user_id=user.pk,
-            conversation_id=rows.conversation_id if rows else None,
-            source=source,
-        ),
-        model=choice,
-        request=ChatRequest(
-            model=choice.model_id,
-            messages=upstream,
-            fallback_models=list(choice.fallback_models),
-            temperature=temperature,
-            max_tokens=max_tokens,
-        ),
-        reservation=reservation,
+    accepted = await _start(
+        user,
+        Exchange(turns, keep),
+        client_id="",
+        model=model,
+        options=options,
+        source=source,
+        follower=follower,
     )
-    if follower is not None:
-        run.follow(follower)
-    run.start()
-    return run
+    assert accepted.reply is not None
+    return accepted.reply
+
+
+async def astop(user: Any, reply_id: int) -> bool:
+    """Stop a streaming reply of ``user``'s, in this worker or another. False if it is not theirs
+    or not streaming."""
+    run = get_hub().runs.get(reply_id)
+    if run is not None and run.user_id == user.pk and not run.done.is_set():
+        run.stop()
+        return True
+    if not await db.run(_is_streaming_reply, user.pk, reply_id):
+        return False
+    await get_channel_layer().group_send(
+        control_group(reply_id), {"type": "streamchat.stop", "reply": reply_id}
+    )
+    return True
+
+
+def local_reply(reply_id: int) -> Reply | None:
+    """The handle of reply ``reply_id`` if it runs in this process."""
+    run = get_hub().runs.get(reply_id)
+    return Reply(run) if run is not None else None
 
 
 # -- internals ---------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Prepared:
-    rows: NewReply
-    messages: list[dict[str, Any]]
-
-
 async def _start(
     user: Any,
+    ask: Ask,
     *,
     client_id: str,
     model: str | None,
     options: Options,
     source: str,
     follower: Follower | None,
-    prepare: Any,
+    session_valid: Callable[[], bool] | None = None,
 ) -> Accepted:
-    duplicate = await database_sync_to_async(store.find_duplicate)(user.pk, client_id)
-    if duplicate is not None:
-        return await _accepted_again(duplicate, client_id, follower)
     if model is not None and (not isinstance(model, str) or len(model) > 200):
         raise ChatError("invalid", "model must be a model id.", field="model")
-    choice: ModelChoice = await database_sync_to_async(store.choose_model)(model)
-    # Validate and build the context before admitting: a bad id must not use up a request.
-    plan = await database_sync_to_async(prepare)(choice)
-    messages = plan["messages"]
-    max_tokens = reply_token_cap(options, choice, estimate_prompt_tokens(messages))
-    reservation = await _reserve(user, choice, messages, max_tokens, source)
-    try:
-        rows: NewReply = await database_sync_to_async(plan["create"])()
-    except BaseException:
-        await _release(reservation)
-        raise
-    if rows.duplicate:
-        await _release(reservation)
-        return await _accepted_again(rows, client_id, follower)
-    temperature = options.temperature if options.temperature is not None else choice.temperature
-    request = ChatRequest(
-        model=choice.model_id,
-        messages=messages,
-        fallback_models=list(choice.fallback_models),
-        temperature=temperature,
-        max_tokens=max_tokens,
-    )
     hub = get_hub()
-    run = ReplyRun(
-        hub=hub,
-        reply_id=rows.reply_id,
-        parent_id=rows.message_id,
-        origin=Origin(
-            user_id=user.pk,
-            conversation_id=rows.conversation_id,
-            source=source,
+    limit = app_settings.MAX_ACTIVE_REPLIES
+    if limit is not None and hub.active + hub.admitting >= limit:
+        raise ChatError(
+            "overloaded",
+            "The server is busy: too many replies are running. Try again in a moment.",
+            retry_after=app_settings.OVERLOADED_RETRY_AFTER,
+        )
+    hub.admitting += 1
+    try:
+        plan = await db.run(
+            make_plan,
+            user,
+            ask,
             client_id=client_id,
-        ),
-        model=choice,
-        request=request,
-        reservation=reservation,
-    )
+            model=model,
+            options=options,
+            source=source,
+            session_valid=session_valid,
+        )
+        if isinstance(plan, Started):
+            return _again(plan, follower)
+        reply = launch(plan, follower)
+    finally:
+        hub.admitting -= 1
+    if plan.started is not None:
+        hub.spawn(_announce(plan.started))
+        return Accepted(plan.started, reply)
+    return Accepted(Started(0, 0, 0, None, plan.choice.model_id, client_id), reply)
+
+
+def launch(plan: Plan, follower: Follower | None = None) -> Reply:
+    """Run an admitted ``plan`` in this process; ``follower`` sees it from the first delta."""
+    run = ReplyRun(get_hub(), plan)
     if follower is not None:
         run.follow(follower)
     run.start()
-    accepted = Accepted(
-        conversation_id=rows.conversation_id,
-        message_id=rows.message_id,
-        reply_id=rows.reply_id,
-        parent_id=rows.message_id,
-        model=choice.model_id,
-        client_id=client_id,
-        duplicate=False,
-        title=rows.title,
-        new_conversation=rows.new_conversation,
-        run=run,
-    )
-    await _announce(accepted)
-    return accepted
+    return Reply(run)
 
 
-async def _accepted_again(rows: NewReply, client_id: str, follower: Follower | None) -> Accepted:
-    run = local_run(rows.reply_id)
+def _again(started: Started, follower: Follower | None) -> Accepted:
+    run = get_hub().runs.get(started.reply_id)
     if run is not None and follower is not None:
         run.follow(follower)
-    reply_model = await database_sync_to_async(
-        lambda: (
-            Message.objects.filter(pk=rows.reply_id).values_list("model", flat=True).first() or ""
+    return Accepted(started, Reply(run) if run is not None else None)
+
+
+async def _announce(started: Started) -> None:
+    """Tell other tabs on this conversation (any worker): a reply started."""
+    try:
+        await get_channel_layer().group_send(
+            conversation_group(started.conversation_id),
+            {
+                "type": "streamchat.started",
+                "conversation": started.conversation_id,
+                "reply": started.reply_id,
+                "parent": started.parent_id,
+                "model": started.model,
+                "client_id": started.client_id,
+            },
         )
-    )()
-    return Accepted(
-        conversation_id=rows.conversation_id,
-        message_id=rows.message_id,
-        reply_id=rows.reply_id,
-        parent_id=rows.message_id,
-        model=reply_model,
-        client_id=client_id,
-        duplicate=True,
-        title=rows.title,
-        new_conversation=False,
-        run=run,
-    )
+    except Exception:
+        logger.exception("streamchat: could not announce reply %s", started.reply_id)
 
 
-async def _announce(accepted: Accepted) -> None:
-    """Tell other tabs on this conversation (any worker): a reply started, maybe a new title."""
-    layer = get_channel_layer()
-    group = conversation_group(accepted.conversation_id)
-    await layer.group_send(
-        group,
-        {
-            "type": "streamchat.started",
-            "conversation": accepted.conversation_id,
-            "reply": accepted.reply_id,
-            "parent": accepted.parent_id,
-            "model": accepted.model,
-            "client_id": accepted.client_id,
-        },
-    )
-
-
-def _prepare_send(
-    user_id: int,
-    choice: ModelChoice,
-    options: Options,
-    client_id: str,
-    conversation_id: int | None,
-    parent_id: int | None,
-    content: str,
-) -> dict[str, Any]:
-    branch: list[Message] = []
-    if conversation_id is not None:
-        conversation = store.owned_conversation(user_id, conversation_id)
-        if parent_id is not None:
-            parent = store.owned_message(user_id, parent_id)
-            if parent.conversation_id != conversation.pk:
-                raise ChatError("not_found", "No such message.")
-        else:
-            parent = conversation.messages.order_by("-id").first()
-        branch = store.path_to(parent) if parent is not None else []
-        parent_id = parent.pk if parent is not None else None
-    elif parent_id is not None:
-        raise ChatError("invalid", "parent needs its conversation.", field="parent")
-    question = Message(role=Message.Role.USER, content=content, status=Message.Status.COMPLETE)
-    messages = build_messages([*branch, question], choice, options.max_tokens or choice.max_tokens)
-
-    def create() -> NewReply:
-        return store.create_reply_rows(
-            user_id=user_id,
-            model_id=choice.model_id,
-            client_id=client_id,
-            conversation_id=conversation_id,
-            content=content,
-            parent_id=parent_id,
-        )
-
-    return {"messages": messages, "create": create}
-
-
-def _prepare_regenerate(
-    user_id: int, choice: ModelChoice, options: Options, client_id: str, reply_id: int
-) -> dict[str, Any]:
-    reply = store.owned_message(user_id, reply_id, role=Message.Role.ASSISTANT)
-    question = reply.parent
-    if question is None:
-        raise ChatError("not_found", "No such message.")
-    messages = build_messages(
-        store.path_to(question), choice, options.max_tokens or choice.max_tokens
-    )
-
-    def create() -> NewReply:
-        return store.create_reply_rows(
-            user_id=user_id, model_id=choice.model_id, client_id=client_id, question_id=question.pk
-        )
-
-    return {"messages": messages, "create": create}
-
-
-def _prepare_edit(
-    user_id: int,
-    choice: ModelChoice,
-    options: Options,
-    client_id: str,
-    message_id: int,
-    content: str,
-) -> dict[str, Any]:
-    original = store.owned_message(user_id, message_id, role=Message.Role.USER)
-    parent = original.parent
-    branch = store.path_to(parent) if parent is not None else []
-    question = Message(role=Message.Role.USER, content=content, status=Message.Status.COMPLETE)
-    messages = build_messages([*branch, question], choice, options.max_tokens or choice.max_tokens)
-
-    def create() -> NewReply:
-        return store.create_reply_rows(
-            user_id=user_id,
-            model_id=choice.model_id,
-            client_id=client_id,
-            conversation_id=original.conversation_id,
-            content=content,
-            parent_id=original.parent_id,
-        )
-
-    return {"messages": messages, "create": create}
-
-
-def _streaming_reply(user_id: int, reply_id: Any) -> Message | None:
+def _is_streaming_reply(user_id: Any, reply_id: Any) -> bool:
     try:
         return Message.objects.filter(
             pk=int(reply_id),
             conversation__owner_id=user_id,
             role=Message.Role.ASSISTANT,
             status=Message.Status.STREAMING,
-        ).first()
+        ).exists()
     except (TypeError, ValueError, OverflowError):
-        return None
-
-
-async def _reserve(
-    user: Any,
-    choice: ModelChoice,
-    messages: list[dict[str, Any]],
-    max_tokens: int | None,
-    source: str,
-) -> Any:
-    from .. import limits
-
-    try:
-        return await limits.areserve(
-            user,
-            model=choice.model_id,
-            prompt_tokens=estimate_prompt_tokens(messages),
-            max_tokens=max_tokens or app_settings.RESERVE_MAX_TOKENS,
-            prompt_price=choice.prompt_price,
-            completion_price=choice.completion_price,
-            source=source,
-        )
-    except limits.LimitError as refused:
-        raise ChatError(refused.code, refused.message, retry_after=refused.retry_after) from None
-
-
-async def _release(reservation: Any) -> None:
-    if reservation is None:
-        return
-    from .. import limits
-
-    await limits.arelease(reservation)
+        return False

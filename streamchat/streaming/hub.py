@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import weakref
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
 
 from channels.layers import get_channel_layer
 
 from ..conf import app_settings
 
 if TYPE_CHECKING:
-    from .run import ReplyRun
+    from .reply import ReplyRun
 
 logger = logging.getLogger("streamchat.streaming")
 
@@ -40,95 +39,6 @@ def conversation_group(conversation_id: int) -> str:
     return f"streamchat.conv.{conversation_id}"
 
 
-class Follower(Protocol):
-    """Something that shows one reply to someone: a websocket, an SSE response."""
-
-    def push(self, kind: str, offset: int, text: str) -> None:
-        """New ``kind`` ("delta" or "reasoning") text at ``offset``; called per delta: keep it
-        cheap."""
-
-    async def finished(self, frame: dict[str, Any]) -> None:
-        """The reply ended; ``frame`` is the ``reply.finished`` frame."""
-
-
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-class Coalescer:
-    """Turns deltas into frames: the first goes out at once, later ones within ``window`` seconds
-    share a frame. One per follower and reply. Frames leave in order: one flush runs at a time,
-    and ``drain()`` (before the finish frame) sends what is left."""
-
-    __slots__ = ("reply_id", "send", "window", "_pending", "_last_sent", "_timer", "_flushing")
-
-    def __init__(self, reply_id: int, send: Send, window: float | None = None) -> None:
-        self.reply_id = reply_id
-        self.send = send
-        self.window = app_settings.DELTA_COALESCE_MS / 1000 if window is None else window
-        # kind ("delta" / "reasoning") -> [offset of the first text, texts]
-        self._pending: dict[str, list[Any]] = {}
-        self._last_sent = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._flushing: asyncio.Task[None] | None = None
-
-    def push(self, kind: str, offset: int, text: str) -> None:
-        self.hold(kind, offset, text)
-        if self._timer is not None or self._flushing is not None:
-            return  # already due; the flush in progress picks this up
-        wait = self._last_sent + self.window - time.monotonic()
-        if wait <= 0:
-            self._start_flush()
-        else:
-            self._timer = asyncio.get_running_loop().call_later(wait, self._start_flush)
-
-    def hold(self, kind: str, offset: int, text: str) -> None:
-        """Keep text without sending it yet (until ``kick``)."""
-        pending = self._pending.get(kind)
-        if pending is None:
-            self._pending[kind] = [offset, [text]]
-        else:
-            pending[1].append(text)
-
-    def kick(self) -> None:
-        if self._pending and self._timer is None:
-            self._start_flush()
-
-    def _start_flush(self) -> None:
-        self._timer = None
-        if self._flushing is None:
-            self._flushing = asyncio.get_running_loop().create_task(self._flush())
-
-    async def _flush(self) -> None:
-        try:
-            while self._pending:
-                pending, self._pending = self._pending, {}
-                self._last_sent = time.monotonic()
-                for kind, (offset, texts) in pending.items():
-                    text = texts[0] if len(texts) == 1 else "".join(texts)
-                    await self.send(
-                        {"type": kind, "reply": self.reply_id, "offset": offset, "text": text}
-                    )
-        finally:
-            self._flushing = None
-
-    async def drain(self) -> None:
-        """Send everything pending now, after any flush in progress."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._flushing is not None:
-            await asyncio.shield(self._flushing)
-        if self._pending:
-            self._flushing = asyncio.get_running_loop().create_task(self._flush())
-            await asyncio.shield(self._flushing)
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._pending.clear()
-
-
 class Hub:
     """This process's running replies, and its listener for requests from other workers."""
 
@@ -139,6 +49,8 @@ class Hub:
         self._listener: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._active = 0
+        self.admitting = 0  # starts between the capacity check and their launch
 
     def spawn(self, coroutine: Awaitable[Any]) -> asyncio.Task[Any]:
         """A task owned by the process, not by any socket: closing a tab does not cancel it."""
@@ -166,15 +78,38 @@ class Hub:
         self._listener = self.spawn(self._listen(layer))
         self._reaper = self.spawn(self._reap_periodically())
 
-    async def register(self, run: ReplyRun) -> None:
-        await self.ensure_started()
-        self.runs[run.reply_id] = run
-        await get_channel_layer().group_add(control_group(run.reply_id), self.channel)
+    @property
+    def active(self) -> int:
+        """Replies running in this process (API exchanges that are not stored included)."""
+        return self._active
 
-    async def unregister(self, run: ReplyRun) -> None:
-        self.runs.pop(run.reply_id, None)
-        if self.channel:
-            await get_channel_layer().group_discard(control_group(run.reply_id), self.channel)
+    def add(self, run: ReplyRun) -> None:
+        """Count ``run`` as running; a stored reply can be found (and stopped) by its id at once,
+        and from other workers once its control group is joined (off the reply's path)."""
+        self._active += 1
+        if run.reply_id is not None:
+            self.runs[run.reply_id] = run
+            self.spawn(self._join(run.reply_id))
+
+    def remove(self, run: ReplyRun) -> None:
+        self._active -= 1
+        if run.reply_id is not None and self.runs.get(run.reply_id) is run:
+            del self.runs[run.reply_id]
+            if self.channel:
+                self.spawn(self._leave(run.reply_id))
+
+    async def _join(self, reply_id: int) -> None:
+        try:
+            await self.ensure_started()
+            await get_channel_layer().group_add(control_group(reply_id), self.channel)
+        except Exception:
+            logger.exception("streamchat: reply %s cannot be reached from other workers", reply_id)
+
+    async def _leave(self, reply_id: int) -> None:
+        try:
+            await get_channel_layer().group_discard(control_group(reply_id), self.channel)
+        except Exception:
+            logger.debug("streamchat: leaving the control group of reply %s failed", reply_id)
 
     async def _listen(self, layer: Any) -> None:
         while True:
@@ -195,17 +130,16 @@ class Hub:
                 run.stop()
 
     async def _reap_periodically(self) -> None:
-        from channels.db import database_sync_to_async
-
         from .. import limits
+        from . import db
         from .store import reap_interrupted
 
         while True:
             try:
-                reaped = await database_sync_to_async(reap_interrupted)()
+                reaped = await db.run(reap_interrupted)
                 if reaped:
                     await announce_interrupted(reaped)
-                await limits.areap_expired()
+                await db.run(limits.reap_expired)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -217,11 +151,10 @@ async def announce_interrupted(reply_ids: list[int]) -> None:
     """Tell the sockets following replies that were just reaped (on any worker, through the
     channel layer) that they ended: the page shows "interrupted" instead of waiting for deltas
     that will never come. The workers' reaper calls it; so can anything else that reaps."""
-    from channels.db import database_sync_to_async
-
+    from . import db
     from .store import finished_frames
 
-    await publish_interrupted(await database_sync_to_async(finished_frames)(reply_ids))
+    await publish_interrupted(await db.run(finished_frames, reply_ids))
 
 
 async def publish_interrupted(frames: list[dict[str, Any]]) -> None:

@@ -7,17 +7,25 @@ number of times: rows created at the start, a checkpoint every ``CHECKPOINT_MS``
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
+from .. import limits, pricing, signals
 from ..conf import app_settings
 from ..exceptions import ChatError, not_found
-from ..models import ChatModel, Conversation, Message, Usage
+from ..keys import KeyChoice, record_key_used
+from ..models import ChatModel, Conversation, Message, Reservation, Usage
+
+logger = logging.getLogger("streamchat.streaming")
 
 TITLE_CHARS = 60
 
@@ -36,11 +44,9 @@ class ModelChoice:
     completion_price: Decimal | None = None
 
     def cost_for(self, prompt_tokens: int, completion_tokens: int) -> Decimal | None:
-        if self.prompt_price is None or self.completion_price is None:
-            return None
-        return (
-            self.prompt_price * prompt_tokens + self.completion_price * completion_tokens
-        ) / 1_000_000
+        return pricing.cost(
+            prompt_tokens, completion_tokens, self.prompt_price, self.completion_price
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,7 @@ class NewReply:
     duplicate: bool
     title: str
     new_conversation: bool
+    model: str = ""  # the reply's model (known for a repeated delivery)
 
 
 def choose_model(requested: str | None) -> ModelChoice:
@@ -120,6 +127,7 @@ def find_duplicate(user_id: int, client_id: str) -> NewReply | None:
         duplicate=True,
         title=message.conversation.title,
         new_conversation=False,
+        model=reply.model if reply else "",
     )
 
 
@@ -157,57 +165,54 @@ def create_reply_rows(
     """Store the user's message (unless regenerating ``question_id``) and a streaming reply row.
 
     One transaction: the conversation row is locked so two sends cannot both start a reply in it
-    (``busy``), and the unique client id makes a repeated delivery find the first one instead.
+    (``busy``), and the unique client id makes a repeated delivery fail (IntegrityError) instead
+    of storing a second copy.
     """
     now = timezone.now()
-    try:
-        with transaction.atomic():
-            new_conversation = conversation_id is None and question_id is None
-            if new_conversation:
-                assert content is not None
-                conversation = Conversation.objects.create(
-                    owner_id=user_id,
-                    title=_title_from(content),
-                    model=model_id,
-                    client_id=client_id,
-                )
-            else:
-                mine = Conversation.objects.filter(owner_id=user_id)
-                if question_id is not None:
-                    mine = mine.filter(messages__pk=question_id)
-                else:
-                    mine = mine.filter(pk=conversation_id)
-                # The lock, taken by writing first (see finish_reply).
-                if not mine.update(updated=now):
-                    raise not_found("conversation")
-                conversation = mine.get()
-                if conversation.messages.filter(status=Message.Status.STREAMING).exists():
-                    raise ChatError("busy", "A reply is still streaming in this conversation.")
-            if question_id is None:
-                question = Message.objects.create(
-                    conversation=conversation,
-                    parent_id=parent_id,
-                    role=Message.Role.USER,
-                    content=content or "",
-                    client_message_id=client_id,
-                    created=now,
-                )
-            else:
-                question = Message.objects.get(pk=question_id)
-            reply = _streaming_reply_row(
-                conversation,
-                question,
-                model_id,
-                now,
-                client_id=client_id if question_id is not None else "",
+    # Inside the admission's transaction (``plan``): no savepoint of its own. A repeated client
+    # id raises IntegrityError, and the caller answers with the first delivery's rows.
+    with transaction.atomic(savepoint=False):
+        new_conversation = conversation_id is None and question_id is None
+        if new_conversation:
+            assert content is not None
+            conversation = Conversation.objects.create(
+                owner_id=user_id,
+                title=_title_from(content),
+                model=model_id,
+                client_id=client_id,
+                created=now,
+                updated=now,
             )
-            Conversation.objects.filter(pk=conversation.pk).update(updated=now, model=model_id)
-    except IntegrityError:
-        # A concurrent delivery of the same client id won the race: answer with its rows.
-        duplicate = find_duplicate(user_id, client_id)
-        if duplicate is None:
-            raise
-        return duplicate
+        else:
+            mine = Conversation.objects.filter(owner_id=user_id)
+            if question_id is not None:
+                mine = mine.filter(messages__pk=question_id)
+            else:
+                mine = mine.filter(pk=conversation_id)
+            # The lock, taken by writing first (see finish); the model is the one used last.
+            if not mine.update(updated=now, model=model_id):
+                raise not_found("conversation")
+            conversation = mine.get()
+            if conversation.messages.filter(status=Message.Status.STREAMING).exists():
+                raise ChatError("busy", "A reply is still streaming in this conversation.")
+        if question_id is None:
+            question = Message.objects.create(
+                conversation=conversation,
+                parent_id=parent_id,
+                role=Message.Role.USER,
+                content=content or "",
+                client_message_id=client_id,
+                created=now,
+            )
+        else:
+            question = Message.objects.get(pk=question_id)
+        reply = _streaming_reply_row(
+            conversation,
+            question,
+            model_id,
+            now,
+            client_id=client_id if question_id is not None else "",
+        )
     return NewReply(
         conversation_id=conversation.pk,
         message_id=question.pk,
@@ -239,7 +244,7 @@ def create_exchange_rows(user_id: int, model_id: str, turns: list[dict[str, str]
     """A new conversation holding the request's messages as a chain, and a streaming reply."""
     now = timezone.now()
     last_question = next(t["content"] for t in reversed(turns) if t["role"] == "user")
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         conversation = Conversation.objects.create(
             owner_id=user_id,
             title=_title_from(last_question),
@@ -270,64 +275,166 @@ def create_exchange_rows(user_id: int, model_id: str, turns: list[dict[str, str]
     )
 
 
-def checkpoint(reply_id: int, content: str, reasoning: str) -> None:
-    """Save the text so far and renew the lease (only while the row is still streaming)."""
-    Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(
-        content=content, reasoning=reasoning, lease_expires=_lease()
-    )
+class StoredReply:
+    """Where a stored reply's text goes: its assistant row (and its conversation)."""
+
+    __slots__ = ("reply_id", "conversation_id", "parent_id")
+
+    def __init__(self, reply_id: int, conversation_id: int, parent_id: int | None) -> None:
+        self.reply_id: int | None = reply_id
+        self.conversation_id: int | None = conversation_id
+        self.parent_id = parent_id
+
+    @property
+    def label(self) -> str:
+        """How log lines name this reply."""
+        return str(self.reply_id)
+
+    def checkpoint(self, text: str, reasoning: str, renew: Reservation | None = None) -> None:
+        """Append the text (and reasoning) added since the last checkpoint and renew the lease,
+        only while the row is still streaming: bytes written stay linear in the reply's length.
+        ``renew``: also move that limit reservation's lease."""
+        fields: dict[str, Any] = {"lease_expires": _lease()}
+        if text:
+            fields["content"] = Concat(F("content"), Value(text))
+        if reasoning:
+            fields["reasoning"] = Concat(F("reasoning"), Value(reasoning))
+        Message.objects.filter(pk=self.reply_id, status=Message.Status.STREAMING).update(**fields)
+        if renew is not None:
+            limits.renew(renew)
+
+    def finish(
+        self,
+        *,
+        user_id: Any,
+        content: str,
+        reasoning: str,
+        status: str,
+        finish_reason: str,
+        model_used: str,
+        error_code: str,
+        error_message: str,
+        usage: dict[str, Any],
+        reservation: Reservation | None = None,
+        key_used: KeyChoice | None = None,
+    ) -> tuple[Message, Usage]:
+        """The reply's final state and its one Usage row in one transaction; then the limits
+        are settled and the key's use noted (the same trip).
+
+        Every transaction here writes before it reads. On SQLite a transaction that read first
+        holds a shared lock it cannot upgrade while another connection (another worker, an admin
+        request) waits to write: SQLite answers "database is locked" at once instead of waiting,
+        and the reply would stay ``streaming`` until the reaper marked it interrupted. Writing
+        first waits its turn (the busy timeout); on PostgreSQL the UPDATE locks the row.
+        """
+        now = timezone.now()
+        fields: dict[str, Any] = {
+            "content": content,
+            "reasoning": reasoning,
+            "status": status,
+            "finish_reason": finish_reason,
+            "error_code": error_code,
+            "error_message": error_message,
+            "completed": now,
+            "lease_expires": None,
+        }
+        if model_used:
+            fields["model"] = model_used
+        with transaction.atomic():
+            rows = Message.objects.filter(pk=self.reply_id)
+            if rows.filter(status=Message.Status.STREAMING).update(**fields):
+                row = Usage.objects.create(
+                    user_id=user_id, message_id=self.reply_id, created=now, **usage
+                )
+            else:
+                # The reaper took it for dead: it has its row already; settle that one, never a
+                # second.
+                rows.update(**fields)
+                row = Usage.objects.filter(message_id=self.reply_id).order_by("id").first()
+                if row is None:
+                    row = Usage.objects.create(
+                        user_id=user_id, message_id=self.reply_id, created=now, **usage
+                    )
+                else:
+                    for name, value in usage.items():
+                        setattr(row, name, value)
+                    row.save()
+        _settle(reservation, usage)
+        if key_used is not None:
+            note_key_used(key_used)
+        if signals.reply_finished.has_listeners(Message):
+            reply = Message.objects.get(pk=self.reply_id)
+        else:  # nobody needs the whole row: what we wrote is enough for the engine
+            reply = Message(
+                pk=self.reply_id,
+                conversation_id=self.conversation_id,
+                parent_id=self.parent_id,
+                role=Message.Role.ASSISTANT,
+                **fields,
+            )
+        return reply, row
 
 
-def finish_reply(
-    *,
-    reply_id: int,
-    user_id: int,
-    content: str,
-    reasoning: str,
-    status: str,
-    finish_reason: str,
-    model_used: str,
-    error_code: str,
-    error_message: str,
-    usage: dict[str, Any],
-) -> tuple[Message, Usage]:
-    """The reply's final state and its one Usage row, in one transaction.
+class UnstoredExchange:
+    """An API exchange that is not stored as a conversation: only its Usage row is written."""
 
-    Every transaction here writes before it reads. On SQLite a transaction that read first holds
-    a shared lock it cannot upgrade while another connection (another worker, an admin request)
-    waits to write: SQLite answers "database is locked" at once instead of waiting, and the reply
-    would stay ``streaming`` until the reaper marked it interrupted. Writing first waits its turn
-    (the busy timeout); on PostgreSQL the UPDATE locks the row as ``select_for_update`` would.
-    """
-    now = timezone.now()
-    fields: dict[str, Any] = {
-        "content": content,
-        "reasoning": reasoning,
-        "status": status,
-        "finish_reason": finish_reason,
-        "error_code": error_code,
-        "error_message": error_message,
-        "completed": now,
-        "lease_expires": None,
-    }
-    if model_used:
-        fields["model"] = model_used
-    with transaction.atomic():
-        Message.objects.filter(pk=reply_id).update(**fields)
-        reply = Message.objects.get(pk=reply_id)
-        # A reply the reaper took for dead already has its row: settle that one, never a second.
-        row = reply.usage.select_for_update().order_by("id").first()
-        if row is None:
-            row = Usage.objects.create(user_id=user_id, message=reply, created=now, **usage)
-        else:
-            for name, value in usage.items():
-                setattr(row, name, value)
-            row.save()
-    return reply, row
+    __slots__ = ()
+    reply_id: int | None = None
+    conversation_id: int | None = None
+
+    def __init__(self, source: str = "") -> None:
+        pass
+
+    label = "(api, not stored)"
+
+    def checkpoint(self, text: str, reasoning: str, renew: Reservation | None = None) -> None:
+        if renew is not None:
+            limits.renew(renew)
+
+    def finish(
+        self,
+        *,
+        user_id: Any,
+        usage: dict[str, Any],
+        reservation: Reservation | None = None,
+        key_used: KeyChoice | None = None,
+        **ignored: Any,
+    ) -> tuple[None, Usage]:
+        row = Usage.objects.create(user_id=user_id, message=None, created=timezone.now(), **usage)
+        _settle(reservation, usage)
+        if key_used is not None:
+            note_key_used(key_used)
+        return None, row
 
 
-def record_usage(*, user_id: int, usage: dict[str, Any]) -> Usage:
-    """The one Usage row of a reply that has no Message row (an API exchange not stored)."""
-    return Usage.objects.create(user_id=user_id, message=None, created=timezone.now(), **usage)
+def _settle(reservation: Reservation | None, usage: dict[str, Any]) -> None:
+    if reservation is None:
+        return
+    try:
+        limits.settle(
+            reservation,
+            prompt_tokens=usage["prompt_tokens"],
+            completion_tokens=usage["completion_tokens"],
+            cost=usage["cost"],
+        )
+    except Exception:
+        logger.exception("streamchat: settling reservation %s failed", reservation.pk)
+
+
+# When this process last wrote each key's ``last_used``: once a minute is enough for admins, and
+# a busy site does not rewrite the key row on every reply.
+_KEY_USED_EVERY = 60.0
+_key_used_at: dict[int, float] = {}
+
+
+def note_key_used(key: KeyChoice) -> None:
+    if key.id is None:
+        return
+    now = time.monotonic()
+    if now - _key_used_at.get(key.id, -_KEY_USED_EVERY) < _KEY_USED_EVERY:
+        return
+    _key_used_at[key.id] = now
+    record_key_used(key)
 
 
 def update_usage_cost(usage_id: int, figures: dict[str, Any]) -> None:
@@ -381,33 +488,13 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
-def finished_frame(reply: Message) -> dict[str, Any]:
-    """The ``reply.finished`` frame of a reply that already ended, from its rows."""
-    usage = reply.usage.order_by("id").first()
-    return {
-        "type": "reply.finished",
-        "reply": reply.pk,
-        "conversation": reply.conversation_id,
-        "status": reply.status,
-        "finish_reason": reply.finish_reason,
-        "model": reply.model,
-        "length": len(reply.content),
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "reasoning_tokens": usage.reasoning_tokens,
-            "cost": str(usage.cost) if usage.cost_source != Usage.CostSource.UNKNOWN else None,
-        }
-        if usage
-        else None,
-        "ttft_ms": usage.time_to_first_token_ms if usage else None,
-        "error": {"code": reply.error_code, "message": reply.error_message}
-        if reply.error_code
-        else None,
-    }
-
-
 def finished_frames(reply_ids: list[int]) -> list[dict[str, Any]]:
-    """``finished_frame`` of each reply (with its owner's id as ``user``, for the log)."""
+    """The ``reply.finished`` frame of each ended reply (with its owner's id as ``user``, for the
+    log)."""
+    from . import frames
+
     replies = Message.objects.filter(pk__in=reply_ids).select_related("conversation")
-    return [{**finished_frame(reply), "user": reply.conversation.owner_id} for reply in replies]
+    return [
+        {**frames.finished(frames.finished_event(reply)), "user": reply.conversation.owner_id}
+        for reply in replies
+    ]

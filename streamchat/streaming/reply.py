@@ -1,13 +1,17 @@
-"""One running reply: upstream deltas in, followers and checkpoints out, one final write.
+"""One running reply: upstream deltas in; followers, checkpoints and one final write out.
 
 The hot path (``_consume``) appends each delta to an in-memory list and hands it to the local
 followers; nothing per delta touches the database, the channel layer or the log. A ticker saves
-the text every ``CHECKPOINT_MS`` (renewing the reply's lease) and, once another worker watches,
-publishes new text every ``GROUP_BATCH_MS``.
+the text added since the last checkpoint every ``CHECKPOINT_MS`` (renewing the row's and the limit
+reservation's leases in the same trip) and, once a follower on another worker watches, publishes
+new text every ``GROUP_BATCH_MS``. The end is one database trip: the final row, the usage row and
+the settled reservation. Every database trip runs on the engine's own threads (``db``), so one
+reply's I/O never waits behind another's.
 
-A run of the OpenAI-compatible API that is not stored as a conversation has no Message row
-(``reply_id`` and ``origin.conversation_id`` are None): it is not registered with the hub (nobody
-can follow or stop it by id), keeps no checkpoints, and its end writes only its Usage row.
+Stored replies and API exchanges that are not stored run the same way; what differs is their
+``record`` (``store.StoredReply`` or ``store.UnstoredExchange``).
+
+Front ends never see this class: they get a ``Reply`` handle.
 """
 
 from __future__ import annotations
@@ -15,56 +19,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
-
-from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
+from typing import TYPE_CHECKING, Any
 
 from .. import keys as key_store
 from .. import signals
 from ..conf import app_settings
 from ..models import Message, Usage
-from ..openrouter.client import ChatRequest, ChatStream, open_stream
+from ..openrouter.client import ChatStream, open_stream
 from ..openrouter.errors import OpenRouterError
 from ..openrouter.events import ContentDelta, Finish, ReasoningDelta, UsageReport
-from . import store
-from .hub import Follower, Hub, conversation_group, reply_group
-from .store import ModelChoice
+from . import db, frames, store
+from .context import estimate_prompt_tokens
+from .events import Finished, Follower, UsageFigures, error_from
+from .hub import Hub, conversation_group, reply_group
+
+if TYPE_CHECKING:
+    from .plan import Plan
 
 logger = logging.getLogger("streamchat.streaming")
 
 
-@dataclass(slots=True)
-class Origin:
-    """Who asked for a reply, and through which entry point (``Usage.source``)."""
-
-    user_id: int
-    conversation_id: int | None  # None: an API exchange that is not stored
-    source: str = Usage.Source.WEBSOCKET
-    client_id: str = ""
-
-
 class ReplyRun:
-    def __init__(
-        self,
-        *,
-        hub: Hub,
-        reply_id: int | None,
-        parent_id: int | None,
-        origin: Origin,
-        model: ModelChoice,
-        request: ChatRequest,
-        reservation: Any = None,
-    ) -> None:
+    def __init__(self, hub: Hub, plan: Plan) -> None:
         self.hub = hub
-        self.reply_id = reply_id
-        self.parent_id = parent_id
-        self.origin = origin
-        self.model = model
-        self.request = request
-        self.reservation = reservation
+        self.plan = plan
+        self.record = plan.record
+        self.reply_id = plan.record.reply_id
+        self.user_id = plan.user_id
+        self.model = plan.choice
+        self.request = plan.request
         self.followers: set[Follower] = set()
         self.watched = False  # a follower on another worker asked for batches
         self.text: list[str] = []
@@ -72,6 +56,7 @@ class ReplyRun:
         self.reasoning: list[str] = []
         self.reasoning_length = 0
         self.saved_length = 0  # text confirmed in the database (the base of published batches)
+        self.saved_reasoning = 0
         self.status = Message.Status.STREAMING
         self.finish: Finish | None = None
         self.usage: UsageReport | None = None
@@ -80,7 +65,7 @@ class ReplyRun:
         self.stopping = False
         self.started_at = time.monotonic()
         self.first_token_at: float | None = None
-        self.finished_frame: dict[str, Any] | None = None
+        self.result: Finished | None = None
         self.done = asyncio.Event()
         self._consumer: asyncio.Task[None] | None = None
 
@@ -103,9 +88,7 @@ class ReplyRun:
     # -- control -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.reply_id is not None:
-            # In the registry at once: a stop that arrives before the task first runs finds it.
-            self.hub.runs[self.reply_id] = self
+        self.hub.add(self)  # at once: a stop that arrives before the task first runs finds it
         self.hub.spawn(self._run())
 
     def stop(self) -> None:
@@ -119,17 +102,14 @@ class ReplyRun:
     # -- the reply -----------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        if self.reply_id is not None:
-            await self.hub.register(self)
-        else:
-            await self.hub.ensure_started()
+        # Upstream first: nothing stands between admission and the request.
+        self._consumer = asyncio.get_running_loop().create_task(self._consume())
+        if self.stopping:
+            # Stopped before it began (``stop`` finds no consumer to cancel until here): it
+            # never calls upstream, instead of streaming a whole reply nobody wants.
+            self._consumer.cancel()
         ticker = self.hub.spawn(self._tick())
         try:
-            self._consumer = asyncio.get_running_loop().create_task(self._consume())
-            if self.stopping:
-                # Stopped before it began (``stop`` finds no consumer to cancel until here): it
-                # never calls upstream, instead of streaming a whole reply nobody wants.
-                self._consumer.cancel()
             try:
                 await asyncio.wait_for(asyncio.shield(self._consumer), app_settings.TOTAL_TIMEOUT)
             except TimeoutError:
@@ -150,17 +130,14 @@ class ReplyRun:
             try:
                 await self._finalize()
             finally:
-                if self.reply_id is not None:
-                    await self.hub.unregister(self)
+                self.hub.remove(self)
                 self.done.set()
 
     async def _consume(self) -> None:
         try:
-            keys = await key_store.ausable_keys()
             self.stream = stream = await open_stream(
-                self.request, keys, on_key_failure=_record_key_failure
+                self.request, self.plan.keys, on_key_failure=_record_key_failure
             )
-            self.hub.spawn(key_store.arecord_key_used(stream.key))  # off the first token's path
             try:
                 # Text and reasoning are each kept within MAX_REPLY_CHARS (the last delta is cut
                 # to fit), so a reply's memory and stored size are bounded whatever upstream sends.
@@ -199,7 +176,7 @@ class ReplyRun:
                     "total_timeout", "The reply took too long and was cut off."
                 )
         except Exception as error:  # never leave a reply streaming forever
-            logger.exception("streamchat: reply %s failed", self.reply_id)
+            logger.exception("streamchat: reply %s failed", self.record.label)
             self.error = OpenRouterError(
                 "internal_error", f"The reply failed ({type(error).__name__})."
             )
@@ -227,49 +204,66 @@ class ReplyRun:
             follower.push("reasoning", offset, text)
 
     async def _tick(self) -> None:
-        """Checkpoints (and lease renewal) every CHECKPOINT_MS; batches for watchers on other
-        workers every GROUP_BATCH_MS."""
-        layer = get_channel_layer()
+        """A checkpoint every CHECKPOINT_MS: the text added since the last one, the row's lease
+        and (a few times per LEASE_SECONDS) the limit reservation's lease, in one trip. While a
+        follower on another worker watches, a batch of new text every GROUP_BATCH_MS."""
         batch = app_settings.GROUP_BATCH_MS / 1000
-        every = max(1, round(app_settings.CHECKPOINT_MS / app_settings.GROUP_BATCH_MS))
-        # The limit reservation's lease is renewed a few times per LEASE_SECONDS, so a dead
-        # worker's stream slot frees within LEASE_SECONDS, not TOTAL_TIMEOUT.
-        renew_every = max(
-            1, round(app_settings.LEASE_SECONDS * 1000 / 3 / app_settings.GROUP_BATCH_MS)
-        )
+        every = app_settings.CHECKPOINT_MS / 1000
+        # Renewed a few times per LEASE_SECONDS, so a dead worker's stream slot frees within
+        # LEASE_SECONDS, not TOTAL_TIMEOUT.
+        renew_every = app_settings.LEASE_SECONDS / 3
         published = 0
-        ticks = 0
+        now = time.monotonic()
+        next_checkpoint = now + every
+        next_renewal = now + renew_every
         while True:
-            await asyncio.sleep(batch)
-            ticks += 1
+            now = time.monotonic()
+            wake = next_checkpoint if not self.watched else min(next_checkpoint, now + batch)
+            await asyncio.sleep(max(0.0, wake - now))
             try:
                 if self.watched and self.length > published:
                     published = self.length
-                    base = self.saved_length
-                    await layer.group_send(
-                        reply_group(self.reply_id),
-                        {
-                            "type": "streamchat.delta",
-                            "reply": self.reply_id,
-                            "base": base,
-                            "text": self.text_from(base),
-                        },
-                    )
-                if self.reply_id is not None and ticks % every == 0:
-                    length = self.length
-                    await database_sync_to_async(store.checkpoint)(
-                        self.reply_id, "".join(self.text), "".join(self.reasoning)
-                    )
-                    self.saved_length = length
-                if self.reservation is not None and ticks % renew_every == 0:
-                    from .. import limits
-
-                    await limits.arenew(self.reservation)
+                    await self._publish_batch()
+                now = time.monotonic()
+                if now >= next_checkpoint:
+                    next_checkpoint = now + every
+                    renew = now >= next_renewal
+                    if renew:
+                        next_renewal = now + renew_every
+                    await self._checkpoint(renew)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # A failed checkpoint is retried at the next tick; the reply goes on.
-                logger.exception("streamchat: checkpoint of reply %s failed", self.reply_id)
+                logger.exception("streamchat: checkpoint of reply %s failed", self.record.label)
+
+    async def _publish_batch(self) -> None:
+        from channels.layers import get_channel_layer
+
+        base = self.saved_length
+        await get_channel_layer().group_send(
+            reply_group(self.reply_id),  # type: ignore[arg-type]
+            {
+                "type": "streamchat.delta",
+                "reply": self.reply_id,
+                "base": base,
+                "text": self.text_from(base),
+            },
+        )
+
+    async def _checkpoint(self, renew: bool) -> None:
+        length, reasoning_length = self.length, self.reasoning_length
+        if length == self.saved_length and reasoning_length == self.saved_reasoning and not renew:
+            return
+        text = "".join(self.text)
+        reasoning = "".join(self.reasoning) if reasoning_length > self.saved_reasoning else ""
+        await db.run(
+            self.record.checkpoint,
+            text[self.saved_length : length],
+            reasoning[self.saved_reasoning : reasoning_length],
+            self.plan.reservation if renew else None,
+        )
+        self.saved_length, self.saved_reasoning = length, reasoning_length
 
     async def _finalize(self) -> None:
         content = "".join(self.text)
@@ -285,75 +279,55 @@ class ReplyRun:
         self.status = status
         model_used = (self.finish.model if self.finish else "") or self.model.model_id
         usage_fields = self._usage_fields(status, model_used, content)
-        error_code = _error_code(self.error)
-        error_message = self.error.message if self.error else ""
-        reply: Message | None
-        usage_row: Usage | None
+        reply_error = error_from(self.error)
         try:
-            if self.reply_id is None:
-                reply = None
-                usage_row = await database_sync_to_async(store.record_usage)(
-                    user_id=self.origin.user_id, usage=usage_fields
-                )
-            else:
-                reply, usage_row = await database_sync_to_async(store.finish_reply)(
-                    reply_id=self.reply_id,
-                    user_id=self.origin.user_id,
-                    content=content,
-                    reasoning="".join(self.reasoning),
-                    status=status,
-                    finish_reason=finish_reason,
-                    model_used=model_used,
-                    error_code=error_code,
-                    error_message=error_message,
-                    usage=usage_fields,
-                )
+            reply, usage_row = await db.run(
+                self.record.finish,
+                user_id=self.user_id,
+                content=content,
+                reasoning="".join(self.reasoning),
+                status=status,
+                finish_reason=finish_reason,
+                model_used=model_used,
+                error_code=reply_error.code if reply_error else "",
+                error_message=reply_error.message if reply_error else "",
+                usage=usage_fields,
+                reservation=self.plan.reservation,
+                key_used=self.stream.key if self.stream else None,
+            )
         except Exception:
             # The lease lapses and the reaper marks the reply interrupted with its last checkpoint.
-            logger.exception("streamchat: could not store the end of reply %s", self.reply_id)
+            logger.exception("streamchat: could not store the end of reply %s", self.record.label)
             reply, usage_row = None, None
-        await self._settle_limits(usage_fields)
         self._log_end(status, finish_reason, usage_fields)
-        usage = {
-            "prompt_tokens": usage_fields["prompt_tokens"],
-            "completion_tokens": usage_fields["completion_tokens"],
-            "reasoning_tokens": usage_fields["reasoning_tokens"],
-            "cost": str(usage_fields["cost"]) if usage_fields["cost_source"] != "unknown" else None,
-        }
-        frame = {
-            "type": "reply.finished",
-            "reply": self.reply_id,
-            "conversation": self.origin.conversation_id,
-            "status": status,
-            "finish_reason": finish_reason,
-            "model": model_used,
-            "length": self.length,
-            "usage": usage,
-            "ttft_ms": usage_fields["time_to_first_token_ms"],
-            "error": _error_frame(self.error),
-        }
-        self.finished_frame = frame
+        self.result = event = Finished(
+            reply_id=self.reply_id,
+            conversation_id=self.record.conversation_id,
+            status=status,
+            finish_reason=finish_reason,
+            model=model_used,
+            length=self.length,
+            usage=UsageFigures(
+                prompt_tokens=usage_fields["prompt_tokens"],
+                completion_tokens=usage_fields["completion_tokens"],
+                reasoning_tokens=usage_fields["reasoning_tokens"],
+                cost=usage_fields["cost"]
+                if usage_fields["cost_source"] != Usage.CostSource.UNKNOWN
+                else None,
+            ),
+            ttft_ms=usage_fields["time_to_first_token_ms"],
+            error=reply_error,
+        )
         for follower in list(self.followers):
             try:
-                await follower.finished(frame)
+                await follower.finished(event)
             except Exception:
-                logger.debug("streamchat: a follower of reply %s went away", self.reply_id)
-        layer = get_channel_layer()
-        try:
-            if self.watched and self.reply_id is not None:
-                await layer.group_send(
-                    reply_group(self.reply_id), {**frame, "type": "streamchat.finished"}
-                )
-            if self.origin.conversation_id is not None:
-                await layer.group_send(
-                    conversation_group(self.origin.conversation_id),
-                    {**frame, "type": "streamchat.finished"},
-                )
-        except Exception:
-            logger.exception("streamchat: could not publish the end of reply %s", self.reply_id)
-        if reply is not None:
+                logger.debug("streamchat: a follower of reply %s went away", self.record.label)
+        if self.reply_id is not None:
+            self.hub.spawn(self._announce_end(event))
+        if reply is not None and signals.reply_finished.has_listeners(Message):
             await signals.reply_finished.asend(sender=Message, message=reply, usage=usage_row)
-        if usage_row is not None:
+        if usage_row is not None and signals.usage_recorded.has_listeners(Usage):
             await signals.usage_recorded.asend(sender=Usage, usage=usage_row)
         if (
             usage_row is not None
@@ -363,29 +337,37 @@ class ReplyRun:
         ):
             self.hub.spawn(self._fetch_reported_cost(usage_row.pk, self.stream))
 
-    @property
-    def label(self) -> str:
-        """How log lines name this reply: its id, or its source when it has no row (API)."""
-        if self.reply_id is None:
-            return f"({self.origin.source}, not stored)"
-        return str(self.reply_id)
+    async def _announce_end(self, event: Finished) -> None:
+        """Followers on other workers and other tabs learn the end through the channel layer."""
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        message = {**frames.finished(event), "type": "streamchat.finished"}
+        try:
+            if self.watched:
+                await layer.group_send(reply_group(self.reply_id), message)  # type: ignore[arg-type]
+            if event.conversation_id is not None:
+                await layer.group_send(conversation_group(event.conversation_id), message)
+        except Exception:
+            logger.exception("streamchat: could not publish the end of reply %s", self.reply_id)
 
     def _log_end(self, status: str, finish_reason: str, usage_fields: dict[str, Any]) -> None:
         """One line per reply, with ids and figures: never its text, the question or a key."""
         if status == Message.Status.ERROR:
+            reply_error = error_from(self.error)
             logger.warning(
                 "streamchat: reply %s of user %s failed: %s (upstream status %s) after %d chars",
-                self.label,
-                self.origin.user_id,
-                _error_code(self.error),
+                self.record.label,
+                self.user_id,
+                reply_error.code if reply_error else "",
                 self.error.status if self.error else None,
                 self.length,
             )
         else:
             logger.info(
                 "streamchat: reply %s of user %s %s (%s): %d chars, %s tokens, %s ms",
-                self.label,
-                self.origin.user_id,
+                self.record.label,
+                self.user_id,
                 status,
                 finish_reason,
                 self.length,
@@ -400,8 +382,9 @@ class ReplyRun:
             if self.first_token_at is not None
             else None
         )
+        reply_error = error_from(self.error)
         fields: dict[str, Any] = {
-            "source": self.origin.source,
+            "source": self.plan.source,
             "api_key_id": self.stream.key.id if self.stream else None,
             "model_requested": self.model.model_id,
             "model_used": model_used,
@@ -410,7 +393,7 @@ class ReplyRun:
             "generation_id": (self.finish.generation_id if self.finish else "")
             or (self.stream.generation_id if self.stream else ""),
             "outcome": status,
-            "error_code": _error_code(self.error),
+            "error_code": reply_error.code if reply_error else "",
         }
         if report is not None:
             cost = report.cost
@@ -428,7 +411,7 @@ class ReplyRun:
             )
         else:
             # No usage chunk (stopped, failed): estimate, and ask /generation later.
-            prompt = self.prompt_estimate if self.stream is not None else 0
+            prompt = estimate_prompt_tokens(self.request.messages) if self.stream else 0
             completion = store.estimate_tokens(content) + store.estimate_tokens(
                 "".join(self.reasoning)
             )
@@ -446,27 +429,6 @@ class ReplyRun:
             )
         return fields
 
-    @property
-    def prompt_estimate(self) -> int:
-        from .context import estimate_prompt_tokens
-
-        return estimate_prompt_tokens(self.request.messages)
-
-    async def _settle_limits(self, usage_fields: dict[str, Any]) -> None:
-        if self.reservation is None:
-            return
-        from .. import limits
-
-        try:
-            await limits.asettle(
-                self.reservation,
-                prompt_tokens=usage_fields["prompt_tokens"],
-                completion_tokens=usage_fields["completion_tokens"],
-                cost=usage_fields["cost"],
-            )
-        except Exception:
-            logger.exception("streamchat: settling the limits of reply %s failed", self.reply_id)
-
     async def _fetch_reported_cost(self, usage_id: int, stream: ChatStream) -> None:
         """A stopped reply gets no usage chunk: OpenRouter's /generation knows, a little later."""
         from ..openrouter.account import aget_generation
@@ -474,7 +436,7 @@ class ReplyRun:
         try:
             data = await aget_generation(stream.generation_id, stream.key.secret)
         except Exception as error:
-            logger.info("streamchat: no reported cost for reply %s (%s)", self.reply_id, error)
+            logger.info("streamchat: no reported cost for reply %s (%s)", self.record.label, error)
             return
         figures: dict[str, Any] = {}
         if data.get("total_cost") is not None:
@@ -487,27 +449,78 @@ class ReplyRun:
             if isinstance(data.get(theirs), int):
                 figures[ours] = data[theirs]
         if figures:
-            await database_sync_to_async(store.update_usage_cost)(usage_id, figures)
+            await db.run(store.update_usage_cost, usage_id, figures)
 
 
 async def _record_key_failure(key: key_store.KeyChoice, error: OpenRouterError) -> None:
-    await key_store.arecord_key_failure(key, error.message)
+    await db.run(key_store.record_key_failure, key, error.message)
 
 
-# OpenRouter's own 429 is kept apart from our limits' ``rate_limited`` in what users and admins see.
-_UPSTREAM_CODES = {"rate_limited": "upstream_rate_limited"}
+class Reply:
+    """A handle on one reply, for front ends: follow it, stop it, wait for its end.
 
+    ``reply_id`` and ``conversation_id`` are None for an API exchange that is not stored.
+    """
 
-def _error_code(error: OpenRouterError | None) -> str:
-    if error is None:
-        return ""
-    return _UPSTREAM_CODES.get(error.code, error.code)
+    __slots__ = ("_run",)
 
+    def __init__(self, run: ReplyRun) -> None:
+        self._run = run
 
-def _error_frame(error: OpenRouterError | None) -> dict[str, Any] | None:
-    if error is None:
-        return None
-    frame: dict[str, Any] = {"code": _error_code(error), "message": error.message}
-    if error.retry_after is not None:
-        frame["retry_after"] = round(error.retry_after, 1)
-    return frame
+    @property
+    def reply_id(self) -> int | None:
+        return self._run.reply_id
+
+    @property
+    def conversation_id(self) -> int | None:
+        return self._run.record.conversation_id
+
+    @property
+    def user_id(self) -> Any:
+        return self._run.user_id
+
+    @property
+    def model(self) -> str:
+        return self._run.model.model_id
+
+    @property
+    def done(self) -> asyncio.Event:
+        return self._run.done
+
+    @property
+    def status(self) -> str:
+        return self._run.status
+
+    @property
+    def length(self) -> int:
+        return self._run.length
+
+    @property
+    def result(self) -> Finished | None:
+        """The ``Finished`` event once the reply ended."""
+        return self._run.result
+
+    @property
+    def text(self) -> str:
+        return "".join(self._run.text)
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(self._run.reasoning)
+
+    def text_from(self, offset: int) -> str:
+        return self._run.text_from(offset)
+
+    def follow(self, follower: Follower, offset: int = 0) -> None:
+        self._run.follow(follower, offset)
+
+    def unfollow(self, follower: Follower) -> None:
+        self._run.unfollow(follower)
+
+    def stop(self) -> None:
+        self._run.stop()
+
+    async def wait(self) -> Finished:
+        await self._run.done.wait()
+        assert self._run.result is not None
+        return self._run.result

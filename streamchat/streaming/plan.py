@@ -1,0 +1,239 @@
+"""A reply's ``Plan``: everything it needs to start, made in one database trip.
+
+One call on an engine database thread does, in order: the session check (websocket frames), the
+repeated-delivery lookup (idempotent ``client_id``), the model, the context sent upstream, the
+API keys, and — in one transaction — the limit reservation and the rows (user message, streaming
+reply). A refusal stores only its refusal record; a failure after admission (``busy``, a missing
+conversation) rolls the reservation back with the rows. The engine opens the upstream request as
+soon as this returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError
+
+from .. import limits
+from ..conf import app_settings
+from ..exceptions import ChatError
+from ..keys import KeyChoice, usable_keys
+from ..models import Message, Reservation
+from ..openrouter.client import ChatRequest
+from . import completions, store
+from .context import build_messages, estimate_prompt_tokens
+from .events import Started
+from .store import ModelChoice, NewReply, StoredReply, UnstoredExchange
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Per-request options a client may set (validated by the engine, not trusted)."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+DEFAULT_OPTIONS = Options()
+
+
+# -- what is asked for ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    content: str
+    conversation_id: int | None = None
+    parent_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Regenerate:
+    reply_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    message_id: int
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """An OpenAI-compatible request: its own messages, stored as a conversation when ``keep``."""
+
+    turns: list[dict[str, str]]
+    keep: bool = False
+
+
+Ask = Send | Regenerate | Edit | Exchange
+
+
+@dataclass(slots=True)
+class Plan:
+    """An admitted reply, ready to run."""
+
+    user_id: Any
+    source: str
+    client_id: str
+    choice: ModelChoice
+    request: ChatRequest
+    keys: list[KeyChoice]
+    reservation: Reservation | None
+    record: StoredReply | UnstoredExchange
+    started: Started | None  # None: an API exchange that is not stored
+
+
+def make_plan(
+    user: Any,
+    ask: Ask,
+    *,
+    client_id: str,
+    model: str | None,
+    options: Options,
+    source: str,
+    session_valid: Callable[[], bool] | None = None,
+) -> Plan | Started:
+    """Admit ``ask`` and store its rows; a ``Started`` (``duplicate``) for a repeated
+    ``client_id``. Raises ``ChatError`` for a refusal. Sync: call it through ``db.run``."""
+    if session_valid is not None and not session_valid():
+        raise ChatError("auth_expired", "Your session ended: log in again.")
+    if client_id:
+        duplicate = store.find_duplicate(user.pk, client_id)
+        if duplicate is not None:
+            return _started(duplicate, client_id, duplicate.model)
+    choice = store.choose_model(model)
+    # Validate and build the context before admitting: a bad id must not use up a request.
+    messages, create = _prepare(user.pk, ask, choice, options, client_id)
+    prompt_tokens = estimate_prompt_tokens(messages)
+    max_tokens = reply_token_cap(options, choice, prompt_tokens)
+    keys = usable_keys()
+    try:
+        reservation, rows = limits.admit(
+            user,
+            model=choice.model_id,
+            prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens or app_settings.RESERVE_MAX_TOKENS,
+            prompt_price=choice.prompt_price,
+            completion_price=choice.completion_price,
+            source=source,
+            then=create,
+        )
+    except IntegrityError:
+        # A concurrent delivery of the same client id won the race: answer with its rows.
+        duplicate = store.find_duplicate(user.pk, client_id) if client_id else None
+        if duplicate is None:
+            raise
+        return _started(duplicate, client_id, duplicate.model)
+    except limits.LimitError as refused:
+        raise ChatError(refused.code, refused.message, retry_after=refused.retry_after) from None
+    temperature = options.temperature if options.temperature is not None else choice.temperature
+    request = ChatRequest(
+        model=choice.model_id,
+        messages=messages,
+        fallback_models=list(choice.fallback_models),
+        temperature=temperature,
+        max_tokens=max_tokens,
+    )
+    return Plan(
+        user_id=user.pk,
+        source=source,
+        client_id=client_id,
+        choice=choice,
+        request=request,
+        keys=keys,
+        reservation=reservation,
+        record=StoredReply(rows.reply_id, rows.conversation_id, rows.message_id)
+        if rows is not None
+        else UnstoredExchange(),
+        started=_started(rows, client_id, choice.model_id) if rows is not None else None,
+    )
+
+
+def reply_token_cap(options: Options, choice: ModelChoice, prompt_tokens: int) -> int | None:
+    """The most tokens a reply may have: asked for, else the model's setting, else what the
+    context length leaves after the prompt. It is sent upstream, so the budget reserved for it
+    holds; None (no cap known) reserves ``RESERVE_MAX_TOKENS``."""
+    cap = options.max_tokens or choice.max_tokens
+    if cap is None and choice.context_length:
+        cap = max(1, choice.context_length - prompt_tokens)
+    return cap
+
+
+def _started(rows: NewReply, client_id: str, model: str) -> Started:
+    return Started(
+        conversation_id=rows.conversation_id,
+        message_id=rows.message_id,
+        reply_id=rows.reply_id,
+        parent_id=rows.message_id,
+        model=model,
+        client_id=client_id,
+        duplicate=rows.duplicate,
+        title=rows.title,
+        new_conversation=rows.new_conversation,
+    )
+
+
+def _prepare(
+    user_id: Any, ask: Ask, choice: ModelChoice, options: Options, client_id: str
+) -> tuple[list[dict[str, Any]], Callable[[], NewReply | None]]:
+    """The messages sent upstream, and the function that stores the rows (in admission's
+    transaction)."""
+    cap = options.max_tokens or choice.max_tokens
+    if isinstance(ask, Send):
+        branch: list[Message] = []
+        conversation_id, parent_id = ask.conversation_id, ask.parent_id
+        if conversation_id is not None:
+            conversation = store.owned_conversation(user_id, conversation_id)
+            parent: Message | None
+            if parent_id is not None:
+                parent = store.owned_message(user_id, parent_id)
+                if parent.conversation_id != conversation.pk:
+                    raise ChatError("not_found", "No such message.")
+            else:
+                parent = conversation.messages.order_by("-id").first()
+            branch = store.path_to(parent) if parent is not None else []
+            parent_id = parent.pk if parent is not None else None
+        elif parent_id is not None:
+            raise ChatError("invalid", "parent needs its conversation.", field="parent")
+        question = _question(ask.content)
+        return build_messages([*branch, question], choice, cap), lambda: store.create_reply_rows(
+            user_id=user_id,
+            model_id=choice.model_id,
+            client_id=client_id,
+            conversation_id=conversation_id,
+            content=ask.content,
+            parent_id=parent_id,
+        )
+    if isinstance(ask, Regenerate):
+        reply = store.owned_message(user_id, ask.reply_id, role=Message.Role.ASSISTANT)
+        answered = reply.parent
+        if answered is None:
+            raise ChatError("not_found", "No such message.")
+        return build_messages(
+            store.path_to(answered), choice, cap
+        ), lambda: store.create_reply_rows(
+            user_id=user_id, model_id=choice.model_id, client_id=client_id, question_id=answered.pk
+        )
+    if isinstance(ask, Edit):
+        original = store.owned_message(user_id, ask.message_id, role=Message.Role.USER)
+        branch = store.path_to(original.parent) if original.parent is not None else []
+        question = _question(ask.content)
+        return build_messages([*branch, question], choice, cap), lambda: store.create_reply_rows(
+            user_id=user_id,
+            model_id=choice.model_id,
+            client_id=client_id,
+            conversation_id=original.conversation_id,
+            content=ask.content,
+            parent_id=original.parent_id,
+        )
+    messages = completions.upstream_messages(ask.turns, choice)
+    if not ask.keep:
+        return messages, lambda: None
+    return messages, lambda: store.create_exchange_rows(user_id, choice.model_id, ask.turns)
+
+
+def _question(content: str) -> Message:
+    return Message(role=Message.Role.USER, content=content, status=Message.Status.COMPLETE)
