@@ -8,7 +8,8 @@ tree with its current branch, and the enabled models.
 The JSON views share one contract: session authentication (401 ``not_authenticated`` rather than a
 login redirect), CSRF on unsafe methods (403 ``csrf_failed``), another user's conversation answers
 exactly like a missing one (404 ``not_found``), and every error is ``{"code": ..., "message": ...}``
-with a stable code and the status of ``STATUS_BY_CODE`` (429 also sends ``Retry-After``).
+with a stable code and its status in ``streamchat.exceptions.CODES`` (429 also sends
+``Retry-After``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import TemplateView
 
 from .conf import app_settings
-from .exceptions import ChatError
+from .exceptions import ChatError, StreamchatError, http_status
 from .models import ChatModel, Conversation, Message, Usage
 from .text import clean_text
 
@@ -214,38 +215,27 @@ class ChatView(LoginRequiredMixin, TemplateView):
 # --- the JSON API ------------------------------------------------------------------------------
 
 
-# The HTTP status of each error code (docs/http.md); an unlisted code is a 400.
-STATUS_BY_CODE = {
-    "bad_json": 400,
-    "invalid": 400,
-    "model_unavailable": 400,
-    "not_authenticated": 401,
-    "csrf_failed": 403,
-    "not_found": 404,
-    "method_not_allowed": 405,
-    "busy": 409,
-    "message_too_large": 413,
-    "rate_limited": 429,
-    "limits_unavailable": 503,
-}
-
-
-def json_error(code: str, message: str, status: int, **extra: Any) -> JsonResponse:
-    response = JsonResponse({"code": code, "message": message, **extra}, status=status)
+def json_error(code: str, message: str, status: int | None = None, **extra: Any) -> JsonResponse:
+    """``{"code", "message", **extra}`` with ``status`` (default: the code's, ``http_status``);
+    ``Retry-After`` in whole seconds when ``extra`` has ``retry_after``."""
+    response = JsonResponse(
+        {"code": code, "message": message, **extra},
+        status=status if status is not None else http_status(code),
+    )
     retry_after = extra.get("retry_after")
     if retry_after is not None:
         response["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return response
 
 
-def error_response(error: ChatError) -> JsonResponse:
-    """A refused request as JSON, with the status of its code."""
+def error_response(error: StreamchatError) -> JsonResponse:
+    """A refused request as JSON, with the status of its code (``exceptions.CODES``)."""
     extra: dict[str, Any] = {}
     if error.field:
         extra["field"] = error.field
     if error.retry_after is not None:
         extra["retry_after"] = round(error.retry_after, 1)
-    return json_error(error.code, error.message, STATUS_BY_CODE.get(error.code, 400), **extra)
+    return json_error(error.public_code, error.message, **extra)
 
 
 def parse_json_body(request: HttpRequest, limit: int) -> dict[str, Any]:
@@ -295,15 +285,15 @@ class JsonView(View):
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_authenticated:
-            return json_error("not_authenticated", "Log in to use the chat.", 401)
+            return json_error("not_authenticated", "Log in to use the chat.")
         if request.method not in ("GET", "HEAD", "OPTIONS", "TRACE") and not csrf_passes(request):
-            return json_error("csrf_failed", "CSRF verification failed: reload the page.", 403)
+            return json_error("csrf_failed", "CSRF verification failed: reload the page.")
         return super().dispatch(request, *args, **kwargs)
 
     def http_method_not_allowed(
         self, request: HttpRequest, *args: Any, **kwargs: Any
     ) -> HttpResponse:
-        response = json_error("method_not_allowed", f"{request.method} is not allowed here.", 405)
+        response = json_error("method_not_allowed", f"{request.method} is not allowed here.")
         response["Allow"] = ", ".join(m.upper() for m in self._allowed_methods())
         return response
 
@@ -314,7 +304,7 @@ class JsonView(View):
         # Another user's conversation is indistinguishable from a missing one.
         conversation = user_conversations(request.user).filter(pk=pk).first()
         if conversation is None:
-            return json_error("not_found", "No such conversation.", 404)
+            return json_error("not_found", "No such conversation.")
         return conversation
 
 
@@ -327,7 +317,7 @@ class ConversationListView(JsonView):
             limit = min(max(int(request.GET.get("limit", LIST_LIMIT_DEFAULT)), 1), LIST_LIMIT_MAX)
             offset = max(int(request.GET.get("offset", 0)), 0)
         except ValueError:
-            return json_error("invalid", "limit and offset must be integers.", 400, field="limit")
+            return json_error("invalid", "limit and offset must be integers.", field="limit")
         conversations = user_conversations(request.user).order_by("-updated", "-id")
         # Stored text holds no NUL (PostgreSQL rejects one in a query): clean the query alike.
         query = clean_text(request.GET.get("q", "")).strip()[:SEARCH_MAX_CHARS]
@@ -359,20 +349,18 @@ class ConversationCreateView(JsonView):
             return body
         title = body.get("title", "")
         if not isinstance(title, str):
-            return json_error("invalid", "title must be a string.", 400, field="title")
+            return json_error("invalid", "title must be a string.", field="title")
         title = " ".join(clean_text(title).split())
         if len(title) > TITLE_MAX_CHARS:
             return json_error(
-                "invalid", f"A title has at most {TITLE_MAX_CHARS} characters.", 400, field="title"
+                "invalid", f"A title has at most {TITLE_MAX_CHARS} characters.", field="title"
             )
         model = body.get("model")
         enabled = {m["id"]: m for m in enabled_models()}
         if model is None:
             model = next(m["id"] for m in enabled.values() if m["default"])
         elif not isinstance(model, str) or model not in enabled:
-            return json_error(
-                "model_unavailable", "This model is not available.", 400, field="model"
-            )
+            return json_error("model_unavailable", "This model is not available.", field="model")
         conversation = Conversation.objects.create(owner=request.user, title=title, model=model)
         response = JsonResponse(conversation_summary(conversation), status=201)
         response["Location"] = reverse("streamchat:api-conversation", args=[conversation.pk])
@@ -397,11 +385,11 @@ class ConversationDetailView(JsonView):
             return body
         title = body.get("title")
         if not isinstance(title, str):
-            return json_error("invalid", "title must be a string.", 400, field="title")
+            return json_error("invalid", "title must be a string.", field="title")
         title = " ".join(clean_text(title).split())
         if len(title) > TITLE_MAX_CHARS:
             return json_error(
-                "invalid", f"A title has at most {TITLE_MAX_CHARS} characters.", 400, field="title"
+                "invalid", f"A title has at most {TITLE_MAX_CHARS} characters.", field="title"
             )
         conversation.title = title
         # Renaming is not activity: the conversation keeps its place in the recency list.

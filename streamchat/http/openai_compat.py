@@ -33,7 +33,7 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHt
 from django.views.decorators.csrf import csrf_exempt
 
 from ..conf import app_settings
-from ..exceptions import ChatError
+from ..exceptions import ChatError, StreamchatError, openai_error
 from ..models import ChatModel, Usage
 from ..streaming import engine
 from ..streaming.followers import QueueFollower
@@ -42,29 +42,6 @@ from ..streaming.run import ReplyRun
 from ..tokens import TokenError, aauthenticate, bearer_token
 from ..views import enabled_models, parse_json_body
 
-# Our error codes -> (HTTP status, OpenAI error type). Unlisted codes are a 502 (upstream).
-ERRORS: dict[str, tuple[int, str]] = {
-    "bad_json": (400, "invalid_request_error"),
-    "invalid": (400, "invalid_request_error"),
-    "message_too_large": (413, "invalid_request_error"),
-    "invalid_api_key": (401, "authentication_error"),
-    "model_not_found": (404, "invalid_request_error"),
-    "method_not_allowed": (405, "invalid_request_error"),
-    "rate_limited": (429, "rate_limit_error"),
-    "limits_unavailable": (503, "server_error"),
-    # What went wrong upstream, before any text.
-    "upstream_rate_limited": (429, "rate_limit_error"),
-    "bad_request": (400, "invalid_request_error"),
-    "moderation": (400, "invalid_request_error"),
-    "unknown_model": (404, "invalid_request_error"),
-    "no_api_key": (503, "server_error"),
-    "invalid_key": (503, "server_error"),
-    "out_of_credits": (503, "server_error"),
-    "timeout": (504, "server_error"),
-    "first_token_timeout": (504, "server_error"),
-    "idle_timeout": (504, "server_error"),
-    "total_timeout": (504, "server_error"),
-}
 # Finish reasons OpenAI clients know; ours that are not ("stopped") read as "stop".
 FINISH_REASONS = {"stop", "length", "content_filter", "tool_calls"}
 
@@ -77,25 +54,25 @@ def api_error(
     retry_after: float | None = None,
     status: int | None = None,
 ) -> JsonResponse:
-    """An error in OpenAI's shape, with the status its SDKs turn into the right exception."""
-    default_status, kind = ERRORS.get(code, (502, "server_error"))
+    """An error in OpenAI's shape, with the status its SDKs turn into the right exception
+    (``exceptions.openai_error``: a code that is not in the table is a 502, from upstream)."""
+    shape = openai_error(code)
     response = JsonResponse(
-        {"error": {"message": message, "type": kind, "param": param, "code": code}},
-        status=status or default_status,
+        {"error": {"message": message, "type": shape.type, "param": param, "code": shape.code}},
+        status=status or shape.status,
     )
     if retry_after is not None:
         response["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return response
 
 
-def _refused(error: ChatError) -> JsonResponse:
-    code = "model_not_found" if error.code == "model_unavailable" else error.code
+def _refused(error: StreamchatError) -> JsonResponse:
     message = (
         f"{error.message} GET /v1/models lists the models you can use."
-        if code == "model_not_found"
+        if openai_error(error.public_code).code == "model_not_found"
         else error.message
     )
-    return api_error(code, message, param=error.field, retry_after=error.retry_after)
+    return api_error(error.public_code, message, param=error.field, retry_after=error.retry_after)
 
 
 async def _token_user(request: HttpRequest) -> Any:

@@ -58,15 +58,15 @@ def session_view(*methods: str) -> Callable[[View], View]:
         async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if request.method not in methods:
                 response = json_error(
-                    "method_not_allowed", f"{request.method} is not allowed here.", 405
+                    "method_not_allowed", f"{request.method} is not allowed here."
                 )
                 response["Allow"] = ", ".join(methods)
                 return response
             user = await request.auser()
             if not user.is_authenticated:
-                return json_error("not_authenticated", "Log in to use the chat.", 401)
+                return json_error("not_authenticated", "Log in to use the chat.")
             if request.method not in SAFE_METHODS and not await sync_to_async(csrf_passes)(request):
-                return json_error("csrf_failed", "CSRF verification failed: reload the page.", 403)
+                return json_error("csrf_failed", "CSRF verification failed: reload the page.")
             try:
                 return await view(request, user, *args, **kwargs)
             except ChatError as error:

@@ -6,17 +6,18 @@ Our own limits answer ``rate_limited``; OpenRouter's 429s (its key limits) are a
 
 from __future__ import annotations
 
+from ..exceptions import StreamchatError
 
-class LimitError(Exception):
-    """A send the limits refused: a stable ``code``, a ``message`` fit to show a user, and
-    ``retry_after``, the seconds until it can go through (None when waiting will not help)."""
+
+class LimitError(StreamchatError):
+    """A send the limits refused: a stable ``code`` (set per class), a ``message`` fit to show a
+    user, and ``retry_after``, the seconds until it can go through (None when waiting will not
+    help)."""
 
     code = "rate_limited"
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
+        super().__init__(type(self).code, message, retry_after=retry_after)
 
 
 class LimitExceeded(LimitError):

@@ -9,15 +9,21 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from ..exceptions import StreamchatError
 
-class OpenRouterError(Exception):
+# OpenRouter's own 429 is kept apart from our limits' ``rate_limited`` in what users and admins see.
+PUBLIC_CODES = {"rate_limited": "upstream_rate_limited"}
+
+
+class OpenRouterError(StreamchatError):
     """An upstream failure, with a stable ``code`` and a ``message`` fit to show a user.
 
     Codes: bad_request, invalid_key, out_of_credits, moderation, unknown_model, rate_limited,
     upstream_unavailable (5xx), timeout (408), first_token_timeout, idle_timeout, total_timeout,
     connection_error, stream_error (an error after HTTP 200), incomplete (ended without a finish),
     no_api_key, not_found (a /generation record that did not appear in time). ``message`` never
-    contains an API key.
+    contains an API key. ``public_code`` is what users see: ``rate_limited`` reads
+    ``upstream_rate_limited``.
     """
 
     def __init__(
@@ -30,13 +36,14 @@ class OpenRouterError(Exception):
         retriable: bool = False,
         generation_id: str = "",
     ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(code, message, retry_after=retry_after)
         self.status = status
-        self.retry_after = retry_after
         self.retriable = retriable
         self.generation_id = generation_id
+
+    @property
+    def public_code(self) -> str:
+        return PUBLIC_CODES.get(self.code, self.code)
 
     def __repr__(self) -> str:
         return f"OpenRouterError({self.code!r}, {self.message!r}, status={self.status})"
