@@ -122,6 +122,7 @@ CODES: dict[str, ErrorCode] = {
     "message_too_large": ErrorCode(413, _INVALID),
     "rate_limited": ErrorCode(429, _RATE),
     "limits_unavailable": ErrorCode(503, _SERVER),
+    "overloaded": ErrorCode(503, _SERVER),  # MAX_ACTIVE_REPLIES: try again after retry_after
     # The OpenAI-compatible API's own names.
     "invalid_api_key": ErrorCode(401, "authentication_error"),
     "model_not_found": ErrorCode(404, _INVALID),

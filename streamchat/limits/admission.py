@@ -74,6 +74,7 @@ def admit(
     completion_price: Decimal | None,
     source: str,
     then: Callable[[], T] | None = None,
+    unlimited_rows: bool = True,
 ) -> tuple[Reservation, T | None]:
     """Admit one upstream request or refuse it, before the call; on admission run ``then()`` in
     the same transaction and return its result with the reservation.
@@ -81,7 +82,9 @@ def admit(
     ``then`` (the reply engine stores its rows there) makes admission and its writes one
     transaction: when ``then`` raises, nothing of the admission is kept either, and the
     exception propagates. It may run more than once (a locked database is retried), always in a
-    fresh transaction.
+    fresh transaction. ``unlimited_rows=False`` stores no reservation for a user with no limit at
+    all (nothing to count and no slot to hold; the request's Usage row still records it): the
+    returned reservation is unsaved, and settling or releasing it does nothing.
 
     Returns the reservation to ``settle`` (or ``release``) when the request is over. Raises
     ``LimitExceeded`` after storing the refusal (a ``Usage`` row with outcome "refused" and the
@@ -113,7 +116,12 @@ def admit(
             result[0] = then()
 
     try:
-        refusal = _admit(request, EffectiveLimits() if exempt else effective_limits(user), run_then)
+        refusal = _admit(
+            request,
+            EffectiveLimits() if exempt else effective_limits(user),
+            run_then,
+            unlimited_rows,
+        )
     except IntegrityError:
         raise  # from ``then``: the caller's own constraint (a repeated delivery, say)
     except DatabaseError as error:
@@ -138,7 +146,10 @@ def admit(
 
 
 def _admit(
-    request: Reservation, limits: EffectiveLimits, then: Callable[[], None]
+    request: Reservation,
+    limits: EffectiveLimits,
+    then: Callable[[], None],
+    unlimited_rows: bool = True,
 ) -> LimitExceeded | None:
     """Save ``request`` if it fits and run ``then`` in the same transaction; otherwise return the
     refusal. Retries transient lock errors."""
@@ -148,7 +159,8 @@ def _admit(
             with transaction.atomic():
                 if limits.unlimited:  # nothing to count, so nothing to serialise
                     _stamp(request, timezone.now())
-                    request.save(force_insert=True)
+                    if unlimited_rows:
+                        request.save(force_insert=True)
                     then()
                     return None
                 _lock(request.user_id)

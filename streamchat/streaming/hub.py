@@ -1,8 +1,7 @@
-"""Where running replies meet the sockets that follow them.
+"""This process's running replies, and where they meet other workers.
 
-Per delta, a reply only touches process memory: it hands the text to each local follower, which
-coalesces it into frames. Other workers never see single deltas. They see, through the channel
-layer:
+Per delta, a reply only touches process memory (its local followers, see ``follow``). Other
+workers never see single deltas. They see, through the channel layer:
 - ``streamchat.reply.<id>``: batches of new text every ``GROUP_BATCH_MS`` (only once someone on
   another worker watches the reply) and the finish; followers on other workers join it.
 - ``streamchat.ctl.<id>``: the worker running the reply listens here for ``watch`` and ``stop``.

@@ -120,6 +120,7 @@ def make_plan(
             completion_price=choice.completion_price,
             source=source,
             then=create,
+            unlimited_rows=False,
         )
     except IntegrityError:
         # A concurrent delivery of the same client id won the race: answer with its rows.

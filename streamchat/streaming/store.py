@@ -73,7 +73,7 @@ def choose_model(requested: str | None) -> ModelChoice:
                 return ModelChoice(model_id=requested)
             raise ChatError("model_unavailable", "This model is not available.", field="model")
     else:
-        row = enabled.filter(is_default=True).first() or enabled.first()
+        row = enabled.first()  # ordered default first
         if row is None:
             return ModelChoice(model_id=app_settings.DEFAULT_MODEL)
     return ModelChoice(
