@@ -1,4 +1,5 @@
-"""Keeping ChatModel rows in step with OpenRouter's ``/models`` list ("Sync from OpenRouter").
+"""The model catalogue: the models users may pick (``enabled_models``), and keeping ChatModel rows
+in step with OpenRouter's ``/models`` list ("Sync from OpenRouter").
 
 What sync writes, and what it leaves alone:
 
@@ -9,7 +10,8 @@ What sync writes, and what it leaves alone:
 - Models it has not seen before arrive disabled: nothing becomes usable by chat until an admin
   enables it.
 
-Used by the ``sync_openrouter_models`` command and the admin's "Sync from OpenRouter" button.
+Sync is used by the ``sync_openrouter_models`` command and the admin's "Sync from OpenRouter"
+button; ``enabled_models`` by the chat page, the session JSON API and the OpenAI-compatible API.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from .conf import app_settings
 from .models import ChatModel
 
 MILLION = Decimal(1_000_000)
@@ -29,6 +32,16 @@ MILLION = Decimal(1_000_000)
 PRICE_STEP = Decimal("0.000001")
 PRICE_MAX = Decimal("999999.999999")
 SYNCED_FIELDS = ("display_name", "prompt_price", "completion_price", "context_length")
+
+
+def enabled_models() -> list[dict[str, Any]]:
+    """The models a user may pick, default first; ``DEFAULT_MODEL`` alone when none is enabled."""
+    rows = list(ChatModel.objects.filter(enabled=True))
+    if not rows:
+        model_id = app_settings.DEFAULT_MODEL
+        return [{"id": model_id, "name": model_id, "default": True}]
+    default = next((row for row in rows if row.is_default), rows[0])
+    return [{"id": row.model_id, "name": str(row), "default": row.pk == default.pk} for row in rows]
 
 
 @dataclass

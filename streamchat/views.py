@@ -5,18 +5,16 @@ websocket (docs/protocol.md) or Server-Sent Events (``streamchat.http.sse``). He
 conversations (list by recency with search, create, rename, delete), one conversation as a message
 tree with its current branch, and the enabled models.
 
-The JSON views share one contract: session authentication (401 ``not_authenticated`` rather than a
-login redirect), CSRF on unsafe methods (403 ``csrf_failed``), another user's conversation answers
-exactly like a missing one (404 ``not_found``), and every error is ``{"code": ..., "message": ...}``
-with a stable code and its status in ``streamchat.exceptions.CODES`` (429 also sends
-``Retry-After``).
+The JSON views are ``streamchat.http.responses.JsonView``s and share its contract: session
+authentication (401 ``not_authenticated`` rather than a login redirect), CSRF on unsafe methods
+(403 ``csrf_failed``), and every error is ``{"code": ..., "message": ...}`` with a stable code and
+its status in ``streamchat.exceptions.CODES`` (429 also sends ``Retry-After``). Another user's
+conversation answers exactly like a missing one (404 ``not_found``).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
-import math
 from collections import defaultdict
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -24,20 +22,17 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.core.exceptions import RequestDataTooBig
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
-from django.middleware.csrf import CsrfViewMiddleware, get_token
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import resolve_url
 from django.urls import reverse
-from django.utils.decorators import method_decorator
-from django.views import View
-from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import TemplateView
 
+from .catalog import enabled_models
 from .conf import app_settings
-from .exceptions import ChatError, StreamchatError, http_status
-from .models import ChatModel, Conversation, Message, Usage
+from .http.responses import JsonView, json_error
+from .models import Conversation, Message, Usage
 from .text import clean_text
 
 TITLE_MAX_CHARS = Conversation._meta.get_field("title").max_length or 200
@@ -47,16 +42,6 @@ SEARCH_MAX_CHARS = 200
 
 
 # --- helpers shared by the page and the API ----------------------------------------------------
-
-
-def enabled_models() -> list[dict[str, Any]]:
-    """The models a user may pick, default first; ``DEFAULT_MODEL`` alone when none is enabled."""
-    rows = list(ChatModel.objects.filter(enabled=True))
-    if not rows:
-        model_id = app_settings.DEFAULT_MODEL
-        return [{"id": model_id, "name": model_id, "default": True}]
-    default = next((row for row in rows if row.is_default), rows[0])
-    return [{"id": row.model_id, "name": str(row), "default": row.pk == default.pk} for row in rows]
 
 
 def uses_simulator() -> bool:
@@ -215,99 +200,6 @@ class ChatView(LoginRequiredMixin, TemplateView):
 # --- the JSON API ------------------------------------------------------------------------------
 
 
-def json_error(code: str, message: str, status: int | None = None, **extra: Any) -> JsonResponse:
-    """``{"code", "message", **extra}`` with ``status`` (default: the code's, ``http_status``);
-    ``Retry-After`` in whole seconds when ``extra`` has ``retry_after``."""
-    response = JsonResponse(
-        {"code": code, "message": message, **extra},
-        status=status if status is not None else http_status(code),
-    )
-    retry_after = extra.get("retry_after")
-    if retry_after is not None:
-        response["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    return response
-
-
-def error_response(error: StreamchatError) -> JsonResponse:
-    """A refused request as JSON, with the status of its code (``exceptions.CODES``)."""
-    extra: dict[str, Any] = {}
-    if error.field:
-        extra["field"] = error.field
-    if error.retry_after is not None:
-        extra["retry_after"] = round(error.retry_after, 1)
-    return json_error(error.public_code, error.message, **extra)
-
-
-def parse_json_body(request: HttpRequest, limit: int) -> dict[str, Any]:
-    """The request's JSON object; ``ChatError`` ``message_too_large`` above ``limit`` bytes
-    (413), ``bad_json`` (400) when it is not a JSON object."""
-    too_large = ChatError("message_too_large", f"Requests are limited to {limit} bytes.")
-    declared = request.META.get("CONTENT_LENGTH") or "0"
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    try:
-        raw = request.body
-    except RequestDataTooBig:
-        raise too_large from None
-    if len(raw) > limit:
-        raise too_large
-    try:
-        body = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise ChatError("bad_json", "The request body is not JSON.") from None
-    if not isinstance(body, dict):
-        raise ChatError("bad_json", "The request body must be a JSON object.")
-    return body
-
-
-def read_json_body(request: HttpRequest, limit: int) -> dict[str, Any] | JsonResponse:
-    """``parse_json_body``, or the JSON error response to answer."""
-    try:
-        return parse_json_body(request, limit)
-    except ChatError as error:
-        return error_response(error)
-
-
-def csrf_passes(request: HttpRequest) -> bool:
-    """Django's own CSRF check, run here so a failure answers JSON instead of the HTML 403 page."""
-
-    def get_response(request: HttpRequest) -> HttpResponse:  # never called
-        return HttpResponse()
-
-    check = CsrfViewMiddleware(get_response)
-    check.process_request(request)
-    return check.process_view(request, lambda r: HttpResponse(), (), {}) is None
-
-
-@method_decorator(csrf_exempt, name="dispatch")  # checked in dispatch, answered as JSON
-class JsonView(View):
-    """Session-authenticated JSON endpoint with JSON errors (see the module docstring)."""
-
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        if not request.user.is_authenticated:
-            return json_error("not_authenticated", "Log in to use the chat.")
-        if request.method not in ("GET", "HEAD", "OPTIONS", "TRACE") and not csrf_passes(request):
-            return json_error("csrf_failed", "CSRF verification failed: reload the page.")
-        return super().dispatch(request, *args, **kwargs)
-
-    def http_method_not_allowed(
-        self, request: HttpRequest, *args: Any, **kwargs: Any
-    ) -> HttpResponse:
-        response = json_error("method_not_allowed", f"{request.method} is not allowed here.")
-        response["Allow"] = ", ".join(m.upper() for m in self._allowed_methods())
-        return response
-
-    def read_json(self, request: HttpRequest) -> dict[str, Any] | JsonResponse:
-        return read_json_body(request, app_settings.MAX_FRAME_BYTES)
-
-    def get_conversation(self, request: HttpRequest, pk: int) -> Conversation | JsonResponse:
-        # Another user's conversation is indistinguishable from a missing one.
-        conversation = user_conversations(request.user).filter(pk=pk).first()
-        if conversation is None:
-            return json_error("not_found", "No such conversation.")
-        return conversation
-
-
 class ConversationListView(JsonView):
     """GET: the user's conversations, most recent first. ``q`` searches titles and message text;
     ``limit`` (≤ 200) and ``offset`` page through them."""
@@ -369,6 +261,13 @@ class ConversationCreateView(JsonView):
 
 class ConversationDetailView(JsonView):
     """GET: one conversation with its message tree. PATCH ``{"title": ...}``: rename. DELETE."""
+
+    def get_conversation(self, request: HttpRequest, pk: int) -> Conversation | JsonResponse:
+        # Another user's conversation is indistinguishable from a missing one.
+        conversation = user_conversations(request.user).filter(pk=pk).first()
+        if conversation is None:
+            return json_error("not_found", "No such conversation.")
+        return conversation
 
     def get(self, request: HttpRequest, pk: int) -> JsonResponse:
         conversation = self.get_conversation(request, pk)

@@ -23,9 +23,9 @@ from streamchat.exceptions import (
     openai_error,
 )
 from streamchat.http.openai_compat import _refused, api_error
+from streamchat.http.responses import error_response
 from streamchat.limits import LimitError, LimitExceeded, LimitsUnavailable
 from streamchat.openrouter.errors import OpenRouterError, from_status
-from streamchat.views import error_response
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -15,8 +15,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from streamchat.exceptions import ChatError, http_status
+from streamchat.http.responses import error_response
 from streamchat.models import ChatModel, Conversation, Message
-from streamchat.views import error_response
 
 pytestmark = pytest.mark.django_db
 

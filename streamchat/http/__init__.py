@@ -6,6 +6,8 @@
 - ``openai_compat``: ``/v1/chat/completions`` and ``/v1/models`` for OpenAI clients, with personal
   tokens (``Authorization: Bearer sc-…``).
 - ``tokens``: the page where users make and revoke their personal tokens.
+- ``responses``: what the session front ends share (JSON errors with the status of their code,
+  JSON bodies, CSRF answered as JSON, the ``JsonView`` base of the JSON API's views).
 
-All of them are thin front ends of the one reply engine (``streamchat.streaming.engine``).
+The front ends are thin front ends of the one reply engine (``streamchat.streaming.engine``).
 """

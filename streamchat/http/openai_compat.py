@@ -32,6 +32,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from ..catalog import enabled_models
 from ..conf import app_settings
 from ..exceptions import ChatError, StreamchatError, openai_error
 from ..models import ChatModel, Usage
@@ -40,7 +41,7 @@ from ..streaming.followers import QueueFollower
 from ..streaming.hub import get_hub
 from ..streaming.run import ReplyRun
 from ..tokens import TokenError, aauthenticate, bearer_token
-from ..views import enabled_models, parse_json_body
+from .responses import parse_json_body
 
 # Finish reasons OpenAI clients know; ours that are not ("stopped") read as "stop".
 FINISH_REASONS = {"stop", "length", "content_filter", "tool_calls"}

@@ -38,7 +38,7 @@ from ..models import Usage
 from ..streaming import engine
 from ..streaming.followers import QueueFollower, afollow
 from ..streaming.hub import get_hub
-from ..views import csrf_passes, error_response, json_error, parse_json_body
+from .responses import csrf_passes, error_response, json_error, parse_json_body
 
 # An EventSource that lost its connection tries again after this long (ms).
 RETRY_MS = 1000
