@@ -9,7 +9,7 @@ PORT ?= 8000
 SIM_PORT ?= 8765
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: run test test-sqlite test-postgres install lint wheel clean
+.PHONY: run test test-sqlite test-postgres install lint wheel clean bench bench-quick
 
 install: $(STAMP)
 
@@ -58,6 +58,16 @@ lint: install
 
 wheel: install
 	$(PY) -m pip wheel -q --no-deps -w dist .
+
+# The load benchmark (docs/benchmark.md): streamchat against a bare relay and the upstream itself,
+# C = 1 to 1000 on SQLite and PostgreSQL, under 10 minutes; writes bench/results/latest.{json,md}.
+bench: install
+	$(PY) -m bench
+
+# The same in under a minute: C = 5, SQLite, 20-token replies (tests/test_bench.py runs it);
+# writes bench/results/quick/ (not committed).
+bench-quick: install
+	$(PY) -m bench --quick
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info test-artifacts

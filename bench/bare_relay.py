@@ -34,7 +34,12 @@ _client: openai.AsyncOpenAI | None = None
 def client() -> openai.AsyncOpenAI:
     global _client
     if _client is None:  # one per process, made on the server's event loop
-        _client = openai.AsyncOpenAI(base_url=BASE_URL, api_key="sk-or-v1-bench", max_retries=0)
+        _client = openai.AsyncOpenAI(
+            base_url=BASE_URL,
+            api_key="sk-or-v1-bench",
+            max_retries=0,
+            timeout=openai.Timeout(600.0, connect=10.0),  # streamchat's defaults
+        )
     return _client
 
 

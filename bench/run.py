@@ -41,6 +41,7 @@ PROBE_TOKENS = 5
 # Of the time budget: kept for stopping the last round and writing the results; the least a
 # round is started with.
 RESERVE_S = 10.0
+TARGET_C = (1, 50, 100, 1000)
 MIN_ROUND_S = 20.0
 PG_NAME = "bench_streamchat"
 
@@ -103,7 +104,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
         "end later is cut there (its unfinished replies reported as cut), later rounds skipped",
     )
     parser.add_argument("--no-probe", action="store_true", help="skip the short-reply probe")
-    parser.add_argument("--out", default=str(BENCH / "results"), help="where latest.* go")
+    parser.add_argument(
+        "--out", help="where latest.json and latest.md go (bench/results; --quick: its quick/)"
+    )
     parser.add_argument("--var", default=str(BENCH / "var"), help="databases, logs (wiped)")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -129,7 +132,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         rate=args.rate,
         timeout=args.timeout or (60.0 if quick else 300.0),
         first_delta_timeout=args.first_delta_timeout or (60.0 if quick else 120.0),
-        out=Path(args.out),
+        out=Path(args.out or BENCH / "results" / ("quick" if quick else "")),
         var=Path(args.var),
         probe=not args.no_probe,
         budget=budget,
@@ -472,7 +475,9 @@ def round_with_server(
 
 
 def plan(config: Config) -> list[dict[str, Any]]:
-    """The rounds in order: per C, direct, bare, then streamchat on each database."""
+    """The rounds in order: the C values the targets name first (1, 50, 100 with the HTTP front
+    ends, 1000), then the others, so the time budget cuts what no target needs; per C, direct,
+    bare, then streamchat on each database."""
     rounds: list[dict[str, Any]] = []
     t = config.tokens
     if config.probe:
@@ -489,7 +494,9 @@ def plan(config: Config) -> list[dict[str, Any]]:
                 rounds.append(dict(variant="streamchat", front=front, db=db, c=http_c, tokens=t,
                                    group=f"{front}-c{http_c}"))  # fmt: skip
 
-    for c in config.concurrency:
+    ordered = [c for c in TARGET_C if c in config.concurrency]
+    ordered += [c for c in config.concurrency if c not in TARGET_C]
+    for c in ordered:
         rounds.append(dict(variant="direct", front="http", db=None, c=c, tokens=t, group=None))
         rounds.append(dict(variant="bare", front="ws", db=None, c=c, tokens=t, group=None))
         for db in config.dbs:
@@ -585,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         "tokens": config.tokens,
         "rate": config.rate,
         "nominal_ms": config.nominal_ms,
-        "concurrency": config.concurrency,
+        "concurrency": sorted(config.concurrency),
         "http_concurrency": config.http_concurrency,
         "http_dbs": config.http_dbs,
         "budget_s": config.budget or None,
