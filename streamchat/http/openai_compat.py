@@ -36,10 +36,10 @@ from ..catalog import enabled_models
 from ..conf import app_settings
 from ..exceptions import ChatError, StreamchatError, openai_error
 from ..models import ChatModel, Usage
-from ..streaming import engine
-from ..streaming.followers import QueueFollower
+from ..streaming import engine, frames
+from ..streaming.follow import QueueFollower
 from ..streaming.hub import get_hub
-from ..streaming.run import ReplyRun
+from ..streaming.reply import Reply
 from ..tokens import TokenError, aauthenticate, bearer_token
 from .responses import parse_json_body
 
@@ -132,7 +132,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     except ChatError as error:
         return _refused(error)
 
-    follower = QueueFollower(None) if stream else None
+    follower = QueueFollower() if stream else None
     # Admission runs to its end even if the client goes away meanwhile (limits stay exact).
     starting = get_hub().spawn(
         engine.acomplete_messages(
@@ -145,7 +145,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         )
     )
     try:
-        run: ReplyRun = await asyncio.shield(starting)
+        run: Reply = await asyncio.shield(starting)
     except ChatError as error:
         return _refused(error)
     except asyncio.CancelledError:
@@ -192,7 +192,7 @@ def _parse(body: dict[str, Any]) -> tuple[bool, bool, engine.Options]:
     return stream, bool(stream_options.get("include_usage")), options
 
 
-def _abandon(run: ReplyRun) -> None:
+def _abandon(run: Reply) -> None:
     """The client went away: stop a reply nobody else could read."""
     if run.reply_id is None or app_settings.CANCEL_ON_DISCONNECT:
         run.stop()
@@ -228,19 +228,19 @@ def _finish_reason(frame: dict[str, Any]) -> str:
     return reason if reason in FINISH_REASONS else "stop"
 
 
-def _completion(run: ReplyRun, completion_id: str, created: int) -> JsonResponse:
-    frame = run.finished_frame or {}
+def _completion(run: Reply, completion_id: str, created: int) -> JsonResponse:
+    frame = frames.finished(run.result) if run.result is not None else {}
     if frame.get("status") == "error" or not frame:
         return _upstream_error(frame)
-    message: dict[str, Any] = {"role": "assistant", "content": run.text_from(0)}
-    if run.reasoning_length:
-        message["reasoning"] = "".join(run.reasoning)
+    message: dict[str, Any] = {"role": "assistant", "content": run.text}
+    if run.reasoning:
+        message["reasoning"] = run.reasoning
     return JsonResponse(
         {
             "id": completion_id,
             "object": "chat.completion",
             "created": created,
-            "model": frame.get("model") or run.model.model_id,
+            "model": frame.get("model") or run.model,
             "choices": [
                 {
                     "index": 0,
@@ -255,7 +255,7 @@ def _completion(run: ReplyRun, completion_id: str, created: int) -> JsonResponse
 
 
 async def _chunks(
-    run: ReplyRun,
+    run: Reply,
     follower: QueueFollower,
     frame: dict[str, Any] | None,
     completion_id: str,
@@ -266,7 +266,7 @@ async def _chunks(
         "id": completion_id,
         "object": "chat.completion.chunk",
         "created": created,
-        "model": run.model.model_id,
+        "model": run.model,
     }
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:

@@ -35,8 +35,8 @@ from django.views.decorators.csrf import csrf_exempt
 from ..conf import app_settings
 from ..exceptions import ChatError
 from ..models import Usage
-from ..streaming import engine
-from ..streaming.followers import QueueFollower, afollow
+from ..streaming import engine, frames
+from ..streaming.follow import QueueFollower, afollow
 from ..streaming.hub import get_hub
 from .responses import csrf_passes, error_response, json_error, parse_json_body
 
@@ -93,7 +93,7 @@ async def stream_reply(request: HttpRequest, user: Any) -> HttpResponseBase:
         "source": Usage.Source.SSE,
     }
     start, fields = _entry_point(kind, frame)
-    follower = QueueFollower(None, paused=True)  # learns its reply id once accepted
+    follower = QueueFollower(paused=True)  # learns its reply id once accepted
     # The start runs to its end even if the client goes away meanwhile: a reply admitted (rows
     # stored, limits reserved) always runs.
     starting = get_hub().spawn(start(user, follower=follower, **common, **fields))
@@ -103,42 +103,24 @@ async def stream_reply(request: HttpRequest, user: Any) -> HttpResponseBase:
         follower.close()
         starting.add_done_callback(_retrieve)  # a refusal nobody waits for is not an error
         raise
-    head: list[dict[str, Any]] = [
-        {
-            "type": "ack",
-            "client_id": accepted.client_id,
-            "conversation": accepted.conversation_id,
-            "message": accepted.message_id,
-            "reply": accepted.reply_id,
-            "duplicate": accepted.duplicate,
-        }
-    ]
-    if accepted.new_conversation:
-        head.append(
-            {
-                "type": "conversation.updated",
-                "conversation": accepted.conversation_id,
-                "title": accepted.title,
-            }
-        )
-    if accepted.duplicate:
+    except BaseException:
+        follower.close()
+        raise
+    started = accepted.started
+    head: list[dict[str, Any]] = [frames.ack(started)]
+    if started.new_conversation:
+        head.append(frames.conversation_updated(started.conversation_id, started.title))
+    if started.duplicate and accepted.reply is None:
         # The first delivery's reply, from its start (wherever it runs, or from its row).
         follower.close()
-        if not accepted.reply_id:
+        if not started.reply_id:
             raise ChatError("not_found", "No such reply.")
-        follower = await afollow(user.pk, accepted.reply_id)
+        follower = QueueFollower(started.reply_id)
+        await afollow(user.pk, started.reply_id, follower)
     else:
-        head.append(
-            {
-                "type": "reply.started",
-                "conversation": accepted.conversation_id,
-                "reply": accepted.reply_id,
-                "parent": accepted.parent_id,
-                "model": accepted.model,
-                "client_id": accepted.client_id,
-            }
-        )
-        follower.release(accepted.reply_id)
+        if not started.duplicate:
+            head.append(frames.reply_started(started))
+        follower.release(started.reply_id)
     return event_stream_response(follower, head)
 
 
@@ -154,7 +136,8 @@ async def follow_reply(request: HttpRequest, user: Any, pk: int) -> HttpResponse
             field="Last-Event-ID",
         )
     offset, reasoning = int(match[1]), int(match[2] or 0)
-    follower = await afollow(user.pk, pk, offset=offset, reasoning_offset=reasoning)
+    follower = QueueFollower(pk, offset=offset, reasoning_offset=reasoning)
+    await afollow(user.pk, pk, follower)
     return event_stream_response(follower, [], offset=offset, reasoning_offset=reasoning)
 
 

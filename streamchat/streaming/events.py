@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
+
+from ..exceptions import StreamchatError
 
 DeltaKind = Literal["delta", "reasoning"]
 
@@ -73,18 +75,9 @@ class Follower(Protocol):
         """The reply ended."""
 
 
-def error_from(error: Any) -> ReplyError | None:
-    """A ``ReplyError`` from any of streamchat's errors (``public_code`` when it has one)."""
+def error_from(error: StreamchatError | None) -> ReplyError | None:
+    """The ``ReplyError`` of one of streamchat's errors (its public code: OpenRouter's own 429 is
+    ``upstream_rate_limited``, apart from our limits' ``rate_limited``)."""
     if error is None:
         return None
-    code = getattr(error, "public_code", None)
-    if code is None:
-        from ..openrouter.errors import OpenRouterError
-
-        # OpenRouter's own 429 is kept apart from our limits' ``rate_limited``.
-        code = (
-            "upstream_rate_limited"
-            if isinstance(error, OpenRouterError) and (error.code == "rate_limited")
-            else error.code
-        )
-    return ReplyError(code, error.message, getattr(error, "retry_after", None))
+    return ReplyError(error.public_code, error.message, error.retry_after)
