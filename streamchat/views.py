@@ -15,11 +15,13 @@ conversation answers exactly like a missing one (404 ``not_found``).
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections import defaultdict
 from decimal import Decimal
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
@@ -34,6 +36,8 @@ from .conf import app_settings
 from .http.responses import JsonView, json_error
 from .models import Conversation, Message, Usage
 from .text import clean_text
+
+logger = logging.getLogger("streamchat.views")
 
 TITLE_MAX_CHARS = Conversation._meta.get_field("title").max_length or 200
 LIST_LIMIT_DEFAULT = 50
@@ -293,6 +297,7 @@ class ConversationDetailView(JsonView):
         conversation.title = title
         # Renaming is not activity: the conversation keeps its place in the recency list.
         conversation.save(update_fields=["title"])
+        announce_title(conversation.pk, title)
         return JsonResponse(conversation_summary(conversation))
 
     def delete(self, request: HttpRequest, pk: int) -> HttpResponse:
@@ -301,6 +306,24 @@ class ConversationDetailView(JsonView):
             return conversation
         conversation.delete()  # Usage rows stay (the ledger outlives the chat log).
         return HttpResponse(status=204)
+
+
+def announce_title(conversation_id: int, title: str) -> None:
+    """Tell the conversation's open tabs (any worker) its new title: ``conversation.updated``."""
+    from channels.layers import get_channel_layer
+
+    from .streaming.hub import conversation_group
+
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(
+            conversation_group(conversation_id),
+            {"type": "streamchat.conversation", "conversation": conversation_id, "title": title},
+        )
+    except Exception:  # the rename is stored; other tabs see it on their next load
+        logger.warning("streamchat: could not announce the new title of %s", conversation_id)
 
 
 class ModelListView(JsonView):
