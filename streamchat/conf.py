@@ -61,8 +61,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ACTIVE_REPLIES": 1000,
     # The retry hint (s) sent with "overloaded".
     "OVERLOADED_RETRY_AFTER": 5,
-    # Threads per process for the engine's database work (each keeps one connection open).
-    "DATABASE_THREADS": 4,
+    # Threads per process for the engine's database work, each keeping one connection open.
+    # None: 1 on SQLite (its writers take turns anyway), 4 on other databases.
+    "DATABASE_THREADS": None,
     # --- Persistence ------------------------------------------------------------------------
     # How often (ms) the text a streaming reply added since the last time is appended to its row.
     "CHECKPOINT_MS": 500,

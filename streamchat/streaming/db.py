@@ -2,8 +2,8 @@
 
 ``channels.db.database_sync_to_async`` runs every call of the process on asgiref's one shared
 thread, one after another: under load each reply's admission, checkpoints and final write wait
-behind every other reply's. The engine runs its ORM work here instead, on ``DATABASE_THREADS``
-threads of its own. Each thread keeps its connection open between calls (no connection set up per
+behind every other reply's (and every other ``database_sync_to_async`` call of the process). The
+engine runs its ORM work here instead, on ``DATABASE_THREADS`` threads of its own. Each thread keeps its connection open between calls (no connection set up per
 trip, whatever ``CONN_MAX_AGE`` says; a connection that broke is closed and opened again on the
 next call), and never holds a transaction open between calls.
 
@@ -137,12 +137,21 @@ _threads: DatabaseThreads | None = None
 _threads_lock = threading.Lock()
 
 
+def thread_count() -> int:
+    """``DATABASE_THREADS``, or by default: one on SQLite (its writers take turns on one file
+    lock, and a second writer only waits in SQLite's busy handler), four elsewhere."""
+    configured = app_settings.DATABASE_THREADS
+    if configured is not None:
+        return max(1, int(configured))
+    return 1 if connections["default"].vendor == "sqlite" else 4
+
+
 def get_threads() -> DatabaseThreads:
     global _threads
     if _threads is None:
         with _threads_lock:
             if _threads is None:
-                _threads = DatabaseThreads(int(app_settings.DATABASE_THREADS))
+                _threads = DatabaseThreads(thread_count())
     return _threads
 
 
