@@ -321,7 +321,7 @@ def run_round(
     command = [
         PY, "-m", "bench.client", "--mode", mode, "--url", url, "--concurrency", str(c),
         "--tokens", str(tokens), "--warmup", str(WARMUP), "--timeout", str(config.timeout),
-        "--result", str(result_path),
+        "--first-delta-timeout", str(config.first_delta_timeout), "--result", str(result_path),
     ]  # fmt: skip
     if group and db:
         command += ["--users", str(config.users[db]), "--group", group]
@@ -511,6 +511,10 @@ def plan(config: Config) -> list[dict[str, Any]]:
 
 
 def git_commit() -> str | None:
+    """The commit measured (``+dirty``: with uncommitted changes to the app); ``BENCH_COMMIT``
+    names it for a run from an exported tree."""
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
     try:
         done = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
@@ -521,6 +525,8 @@ def git_commit() -> str | None:
             capture_output=True,
             text=True,
         )
+        if done.returncode != 0:
+            return None
         return done.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except OSError:
         return None
