@@ -401,7 +401,7 @@ def readme_block(results: dict[str, Any]) -> str:
         f"{meta['duration_s']:.0f} s; {meta['tokens']}-token replies at {meta['rate']:g} tokens/s.",
         "",
         "| C | DB | TTFT p50 ms direct / bare / streamchat | streamchat − direct p50 / p99 ms "
-        "| CPU µs/delta bare / streamchat | stmts / conns per reply | errors |",
+        "| CPU µs/delta bare / streamchat | stmts / conns per reply | streamchat errors |",
         "| ---: | --- | --- | --- | --- | --- | --- |",
     ]
     for s in results["summary"]:

@@ -107,7 +107,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument(
         "--out", help="where latest.json and latest.md go (bench/results; --quick: its quick/)"
     )
-    parser.add_argument("--var", default=str(BENCH / "var"), help="databases, logs (wiped)")
+    parser.add_argument(
+        "--var", help="databases, logs, raw results; wiped first (bench/var/full or quick)"
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     dbs = (args.db or ("sqlite" if quick else "sqlite,postgres")).split(",")
@@ -133,7 +135,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         timeout=args.timeout or (60.0 if quick else 300.0),
         first_delta_timeout=args.first_delta_timeout or (60.0 if quick else 120.0),
         out=Path(args.out or BENCH / "results" / ("quick" if quick else "")),
-        var=Path(args.var),
+        var=Path(args.var or BENCH / "var" / ("quick" if quick else "full")),
         probe=not args.no_probe,
         budget=budget,
         pg_url=os.environ.get(
