@@ -122,6 +122,7 @@ def install_signal_handlers() -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started ignoring it
 
 
 def wait_listening(

@@ -535,7 +535,14 @@ def git_commit() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_args(argv)
+    try:
+        return run(parse_args(argv))
+    except KeyboardInterrupt:
+        print("\ninterrupted: every process the benchmark started is stopped", flush=True)
+        return 130
+
+
+def run(config: Config) -> int:
     procs.install_signal_handlers()
     procs.raise_file_limit()
     config.server_core, config.client_core = procs.cores()
@@ -591,8 +598,8 @@ def main(argv: list[str] | None = None) -> int:
         if upstream is not None:
             procs.stop(upstream)
         procs.stop_all()
-    if "postgres" in config.dbs:
-        drop_postgres(config)
+        if "postgres" in config.dbs:
+            drop_postgres(config)
     meta = {
         "started": began.isoformat(timespec="seconds"),
         "duration_s": round(time.monotonic() - started, 1),
