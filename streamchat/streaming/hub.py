@@ -124,7 +124,7 @@ class Hub:
             if run is None:
                 continue
             if message["type"] == "streamchat.watch":
-                run.watched = True
+                run.watch()
             elif message["type"] == "streamchat.stop":
                 run.stop()
 

@@ -51,6 +51,7 @@ class ReplyRun:
         self.request = plan.request
         self.followers: set[Follower] = set()
         self.watched = False  # a follower on another worker asked for batches
+        self._watch_asked = asyncio.Event()
         self.text: list[str] = []
         self.length = 0  # code points of reply text so far
         self.reasoning: list[str] = []
@@ -84,6 +85,11 @@ class ReplyRun:
 
     def text_from(self, offset: int) -> str:
         return "".join(self.text)[offset:]
+
+    def watch(self) -> None:
+        """A follower on another worker asked for batches of new text (from now on)."""
+        self.watched = True
+        self._watch_asked.set()
 
     # -- control -------------------------------------------------------------------------------
 
@@ -218,8 +224,15 @@ class ReplyRun:
         next_renewal = now + renew_every
         while True:
             now = time.monotonic()
-            wake = next_checkpoint if not self.watched else min(next_checkpoint, now + batch)
-            await asyncio.sleep(max(0.0, wake - now))
+            if self.watched:
+                await asyncio.sleep(max(0.0, min(next_checkpoint, now + batch) - now))
+            else:  # until the checkpoint, or until another worker starts watching
+                try:
+                    await asyncio.wait_for(
+                        self._watch_asked.wait(), max(0.0, next_checkpoint - now)
+                    )
+                except TimeoutError:
+                    pass
             try:
                 if self.watched and self.length > published:
                     published = self.length
