@@ -2,10 +2,11 @@
 
 ``channels.db.database_sync_to_async`` runs every call of the process on asgiref's one shared
 thread, one after another: under load each reply's admission, checkpoints and final write wait
-behind every other reply's (and every other ``database_sync_to_async`` call of the process). The
-engine runs its ORM work here instead, on ``DATABASE_THREADS`` threads of its own. Each thread keeps its connection open between calls (no connection set up per
-trip, whatever ``CONN_MAX_AGE`` says; a connection that broke is closed and opened again on the
-next call), and never holds a transaction open between calls.
+behind every other reply's (and every other ``database_sync_to_async`` call of the process).
+The engine runs its ORM work here instead, on ``DATABASE_THREADS`` threads of its own. Each
+thread keeps its connection open between calls (no connection set up per trip, whatever
+``CONN_MAX_AGE`` says; a connection that broke is closed and opened again on the next call), and
+never holds a transaction open between calls.
 
 ``close_connections()`` closes every thread's connection (tests call it before the test database
 is dropped; a host may call it at shutdown).
