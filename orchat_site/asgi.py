@@ -22,9 +22,13 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from streamchat.origin import SameOriginValidator  # noqa: E402
 from streamchat.routing import websocket_urlpatterns  # noqa: E402
+from streamchat.streaming.shutdown import Lifespan  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
+        # uvicorn and other lifespan servers: the engine starts with the server and drains on
+        # SIGTERM (Daphne does both without it).
+        "lifespan": Lifespan(),
         "http": django_asgi_app,
         "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }

@@ -18,3 +18,9 @@ class StreamchatConfig(AppConfig):
         # The API_KEY setting (OPENROUTER_API_KEY in the demo) becomes an encrypted ApiKey row
         # on the first migrate, when there is none yet.
         post_migrate.connect(seeding.seed_on_migrate, sender=self)
+
+        # Under Daphne: the engine starts with the server (a restarted worker reaps at once)
+        # and drains before it stops (SIGTERM). Other servers use streaming.shutdown.Lifespan.
+        from .streaming.shutdown import install_daphne_hooks
+
+        install_daphne_hooks()

@@ -61,6 +61,10 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ACTIVE_REPLIES": 1000,
     # The retry hint (s) sent with "overloaded".
     "OVERLOADED_RETRY_AFTER": 5,
+    # A worker told to stop (SIGTERM) lets running replies finish for up to this long (s), then
+    # ends the rest "interrupted" with all their text; keep the service manager's stop timeout
+    # longer (docs/deploy.md).
+    "DRAIN_SECONDS": 30.0,
     # Threads per process for the engine's database work, each keeping one connection open.
     # None: 1 on SQLite (its writers take turns anyway), 4 on other databases.
     "DATABASE_THREADS": None,

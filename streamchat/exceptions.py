@@ -123,6 +123,8 @@ CODES: dict[str, ErrorCode] = {
     "rate_limited": ErrorCode(429, _RATE),
     "limits_unavailable": ErrorCode(503, _SERVER),
     "overloaded": ErrorCode(503, _SERVER),  # MAX_ACTIVE_REPLIES: try again after retry_after
+    "server_restarting": ErrorCode(503, _SERVER),  # a draining worker: send again (elsewhere)
+    "interrupted": ErrorCode(503, _SERVER),  # a reply its worker could not finish
     # The OpenAI-compatible API's own names.
     "invalid_api_key": ErrorCode(401, "authentication_error"),
     "model_not_found": ErrorCode(404, _INVALID),

@@ -461,6 +461,15 @@ class Reservation(models.Model):
     state = models.CharField(_("state"), max_length=8, choices=State.choices, default=State.OPEN)
     source = models.CharField(_("source"), max_length=16, choices=Usage.Source.choices)
     model = models.CharField(_("model"), max_length=200, blank=True)
+    # The stored reply it admitted, so the reaper that interrupts the reply settles it too.
+    message = models.ForeignKey(
+        "Message",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="reservations",
+        verbose_name=_("reply"),
+    )
     reserved_tokens = models.PositiveIntegerField(_("reserved tokens"))
     reserved_cost = models.DecimalField(
         _("reserved cost (USD)"),

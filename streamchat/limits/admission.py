@@ -73,18 +73,22 @@ def admit(
     prompt_price: Decimal | None,
     completion_price: Decimal | None,
     source: str,
-    then: Callable[[], T] | None = None,
+    then: Callable[[Reservation], T] | None = None,
     unlimited_rows: bool = True,
+    lease_seconds: float | None = None,
 ) -> tuple[Reservation, T | None]:
-    """Admit one upstream request or refuse it, before the call; on admission run ``then()`` in
-    the same transaction and return its result with the reservation.
+    """Admit one upstream request or refuse it, before the call; on admission run
+    ``then(reservation)`` in the same transaction, just before the reservation is saved (so it can
+    link it to what it stores), and return its result with the reservation.
 
     ``then`` (the reply engine stores its rows there) makes admission and its writes one
     transaction: when ``then`` raises, nothing of the admission is kept either, and the
     exception propagates. It may run more than once (a locked database is retried), always in a
-    fresh transaction. ``unlimited_rows=False`` stores no reservation for a user with no limit at
-    all (nothing to count and no slot to hold; the request's Usage row still records it): the
-    returned reservation is unsaved, and settling or releasing it does nothing.
+    fresh transaction. ``lease_seconds``: the first lease, for a caller that renews it (default:
+    ``TOTAL_TIMEOUT`` + ``LEASE_SECONDS``, for one that does not). ``unlimited_rows=False`` stores
+    no reservation for a user with no limit at all (nothing to count and no slot to hold; the
+    request's Usage row still records it): the returned reservation is unsaved, and settling or
+    releasing it does nothing.
 
     Returns the reservation to ``settle`` (or ``release``) when the request is over. Raises
     ``LimitExceeded`` after storing the refusal (a ``Usage`` row with outcome "refused" and the
@@ -113,7 +117,7 @@ def admit(
 
     def run_then() -> None:
         if then is not None:
-            result[0] = then()
+            result[0] = then(request)
 
     try:
         refusal = _admit(
@@ -121,6 +125,7 @@ def admit(
             EffectiveLimits() if exempt else effective_limits(user),
             run_then,
             unlimited_rows,
+            lease_seconds,
         )
     except IntegrityError:
         raise  # from ``then``: the caller's own constraint (a repeated delivery, say)
@@ -131,7 +136,7 @@ def admit(
             request.created = request.expires = timezone.now()
             if then is not None:
                 with transaction.atomic():
-                    result[0] = then()
+                    result[0] = then(request)
             return request, result[0]
         logger.error("streamchat: limits unavailable, refusing user %s (%s)", user.pk, error)
         raise LimitsUnavailable(
@@ -150,6 +155,7 @@ def _admit(
     limits: EffectiveLimits,
     then: Callable[[], None],
     unlimited_rows: bool = True,
+    lease_seconds: float | None = None,
 ) -> LimitExceeded | None:
     """Save ``request`` if it fits and run ``then`` in the same transaction; otherwise return the
     refusal. Retries transient lock errors."""
@@ -158,18 +164,18 @@ def _admit(
         try:
             with transaction.atomic():
                 if limits.unlimited:  # nothing to count, so nothing to serialise
-                    _stamp(request, timezone.now())
+                    _stamp(request, timezone.now(), lease_seconds)
+                    then()
                     if unlimited_rows:
                         request.save(force_insert=True)
-                    then()
                     return None
                 _lock(request.user_id)
                 now = timezone.now()  # after the lock: admissions are stamped in lock order
                 refusal = refusal_for(request, limits, figures(request.user_id, now), now)
                 if refusal is None:
-                    _stamp(request, now)
-                    request.save(force_insert=True)
+                    _stamp(request, now, lease_seconds)
                     then()
+                    request.save(force_insert=True)
                 return refusal
         except OperationalError:
             # "database is locked" past the busy timeout, or a serialization failure: try again,
@@ -190,13 +196,14 @@ def _lock(user_id: Any) -> None:
     LimitLock.objects.filter(user_id=user_id).update(locked=now)
 
 
-def _stamp(request: Reservation, now: dt.datetime) -> None:
+def _stamp(request: Reservation, now: dt.datetime, lease_seconds: float | None = None) -> None:
     # No live reply outlives TOTAL_TIMEOUT, so an unrenewed lease never lapses under a live reply;
-    # ``renew`` shortens it to LEASE_SECONDS for an engine that renews at each checkpoint.
+    # an engine that renews at each checkpoint asks for LEASE_SECONDS from the start, so a worker
+    # that dies before its first renewal frees the slot as soon.
+    if lease_seconds is None:
+        lease_seconds = float(app_settings.TOTAL_TIMEOUT) + float(app_settings.LEASE_SECONDS)
     request.created = now
-    request.expires = now + dt.timedelta(
-        seconds=float(app_settings.TOTAL_TIMEOUT) + float(app_settings.LEASE_SECONDS)
-    )
+    request.expires = now + dt.timedelta(seconds=lease_seconds)
 
 
 def _record_refusal(request: Reservation, refusal: LimitExceeded) -> None:

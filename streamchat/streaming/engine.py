@@ -262,6 +262,12 @@ async def _start(
     if model is not None and (not isinstance(model, str) or len(model) > 200):
         raise ChatError("invalid", "model must be a model id.", field="model")
     hub = get_hub()
+    if hub.draining:
+        raise ChatError(
+            "server_restarting",
+            "This server is restarting: your message was not sent. Send it again.",
+            retry_after=1,
+        )
     limit = app_settings.MAX_ACTIVE_REPLIES
     if limit is not None and hub.active + hub.admitting >= limit:
         raise ChatError(

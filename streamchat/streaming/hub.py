@@ -50,6 +50,8 @@ class Hub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._active = 0
         self.admitting = 0  # starts between the capacity check and their launch
+        self.draining = False  # the worker stops: no new reply (see ``shutdown``)
+        self.sockets: set[Any] = set()  # this process's open chat sockets (closed by a drain)
 
     def spawn(self, coroutine: Awaitable[Any]) -> asyncio.Task[Any]:
         """A task owned by the process, not by any socket: closing a tab does not cancel it."""

@@ -121,6 +121,7 @@ def make_plan(
             source=source,
             then=create,
             unlimited_rows=False,
+            lease_seconds=float(app_settings.LEASE_SECONDS),  # renewed at checkpoints
         )
     except IntegrityError:
         # A concurrent delivery of the same client id won the race: answer with its rows.
@@ -179,9 +180,23 @@ def _started(rows: NewReply, client_id: str, model: str) -> Started:
 
 def _prepare(
     user_id: Any, ask: Ask, choice: ModelChoice, options: Options, client_id: str
-) -> tuple[list[dict[str, Any]], Callable[[], NewReply | None]]:
+) -> tuple[list[dict[str, Any]], Callable[[Reservation], NewReply | None]]:
     """The messages sent upstream, and the function that stores the rows (in admission's
-    transaction)."""
+    transaction, linking the reservation to the reply)."""
+    messages, store_rows = _prepare_rows(user_id, ask, choice, options, client_id)
+
+    def create(reservation: Reservation) -> NewReply | None:
+        rows = store_rows()
+        if rows is not None:
+            reservation.message_id = rows.reply_id
+        return rows
+
+    return messages, create
+
+
+def _prepare_rows(
+    user_id: Any, ask: Ask, choice: ModelChoice, options: Options, client_id: str
+) -> tuple[list[dict[str, Any]], Callable[[], NewReply | None]]:
     cap = options.max_tokens or choice.max_tokens
     if isinstance(ask, Send):
         branch: list[Message] = []

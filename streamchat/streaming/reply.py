@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .. import keys as key_store
 from .. import signals
 from ..conf import app_settings
+from ..exceptions import ChatError, StreamchatError
 from ..models import Message, Usage
 from ..openrouter.client import ChatStream, open_stream
 from ..openrouter.errors import OpenRouterError
@@ -61,9 +62,10 @@ class ReplyRun:
         self.status = Message.Status.STREAMING
         self.finish: Finish | None = None
         self.usage: UsageReport | None = None
-        self.error: OpenRouterError | None = None
+        self.error: StreamchatError | None = None
         self.stream: ChatStream | None = None
         self.stopping = False
+        self.interrupted = False  # ended by a worker that stops (drain), not by the user
         self.started_at = time.monotonic()
         self.first_token_at: float | None = None
         self.result: Finished | None = None
@@ -104,6 +106,14 @@ class ReplyRun:
         self.stopping = True
         if self._consumer is not None:
             self._consumer.cancel()
+
+    def interrupt(self) -> None:
+        """The worker stops (a drain that ran out of time): close upstream; the text so far is
+        kept with status ``interrupted`` and every follower is told."""
+        if self.stopping or self.done.is_set():
+            return
+        self.interrupted = True
+        self.stop()
 
     # -- the reply -----------------------------------------------------------------------------
 
@@ -280,7 +290,12 @@ class ReplyRun:
 
     async def _finalize(self) -> None:
         content = "".join(self.text)
-        if self.stopping:
+        if self.interrupted:
+            status, finish_reason = Message.Status.INTERRUPTED, "interrupted"
+            self.error = ChatError(
+                "interrupted", "The server restarted during this reply, so it was cut off."
+            )
+        elif self.stopping:
             status, finish_reason = Message.Status.STOPPED, "stopped"
         elif self.error is not None:
             status, finish_reason = Message.Status.ERROR, "error"
@@ -373,7 +388,7 @@ class ReplyRun:
                 self.record.label,
                 self.user_id,
                 reply_error.code if reply_error else "",
-                self.error.status if self.error else None,
+                getattr(self.error, "status", None),
                 self.length,
             )
         else:

@@ -468,17 +468,36 @@ def reap_interrupted(now: Any = None) -> list[int]:
             ):
                 continue
             reply = Message.objects.select_related("conversation").get(pk=reply_id)
+            completion = estimate_tokens(reply.content) + estimate_tokens(reply.reasoning)
+            reservation = (
+                Reservation.objects.filter(
+                    message_id=reply_id,
+                    state__in=[Reservation.State.OPEN, Reservation.State.EXPIRED],
+                )
+                .order_by("id")
+                .first()
+            )
+            cost = (
+                pricing.cost(0, completion, reservation.prompt_price, reservation.completion_price)
+                if reservation is not None
+                else None
+            )
             if not reply.usage.exists():
                 Usage.objects.create(
                     user_id=reply.conversation.owner_id,
                     message=reply,
                     model_requested=reply.model,
                     model_used=reply.model,
-                    completion_tokens=estimate_tokens(reply.content),
+                    completion_tokens=completion,
+                    cost=cost or Decimal(0),
                     cost_source=Usage.CostSource.ESTIMATED,
                     outcome=Usage.Outcome.INTERRUPTED,
                     error_code="interrupted",
                 )
+        if reservation is not None:
+            # Its slot frees now, and its worst case gives way to the estimate.
+            figures = {"prompt_tokens": 0, "completion_tokens": completion, "cost": cost}
+            _settle(reservation, figures)
         reaped.append(reply_id)
     return reaped
 
