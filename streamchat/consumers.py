@@ -28,6 +28,7 @@ logger = logging.getLogger("streamchat.consumers")
 
 PROTOCOL_VERSION = 1
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_RESTARTING = 1012  # the worker stops (docs/protocol.md): reconnect and resume
 
 
 class RefusalLog:
@@ -70,12 +71,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
             logger.debug("anonymous websocket closed 4401")
             return
         await self.accept()
+        hub = get_hub()
+        if hub.draining:  # this worker stops: the page reconnects, to another worker
+            await self.close(code=CLOSE_RESTARTING)
+            return
+        hub.sockets.add(self)  # a drain closes it (1012) once its replies are done
         # This worker's reaper runs from its first socket on (not only from its first reply).
-        await get_hub().ensure_started()
+        await hub.ensure_started()
         logger.info("websocket connected: user=%s", self.user.pk)
         await self.send_frame({"type": "hello", "protocol": PROTOCOL_VERSION, "user": self.user.pk})
 
     async def disconnect(self, code: int) -> None:
+        get_hub().sockets.discard(self)
         following = getattr(self, "following", {})
         for reply_id, follower in list(following.items()):
             follower.close()
