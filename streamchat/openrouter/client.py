@@ -18,7 +18,12 @@ Guarantees:
 - On any error, timeout or ``aclose()`` the HTTP response is closed at once, so OpenRouter sees
   the abort and stops billing. After ``aclose()`` iteration ends without a ``Finish``.
 - Text is cleaned: NUL characters and lone UTF-16 surrogates are removed from deltas (PostgreSQL
-  cannot store NUL, UTF-8 cannot encode lone surrogates); nothing else is changed.
+  cannot store NUL, UTF-8 cannot encode lone surrogates); nothing else is changed. A surrogate pair
+  split across two deltas (``\ud83d`` ending one, ``\ude00`` starting the next) is joined: the
+  high half waits for the next delta of its kind. Bytes that are not UTF-8 are decoded with
+  replacement (U+FFFD), so the valid text around them is kept; the first time in a stream this
+  happens a warning names the reply (``ChatRequest.label``) and generation, never the text.
+  Lines are framed on bytes before decoding, so a character split across network reads decodes.
 
 Performance: the SDK's per-chunk pydantic models are skipped. The request goes through
 ``with_streaming_response`` on a shared ``AsyncOpenAI`` (``sdk.async_client``) and the raw SSE
@@ -84,6 +89,7 @@ class ChatRequest:
     temperature: float | None = None
     max_tokens: int | None = None
     extra_body: dict[str, Any] = field(default_factory=dict)
+    label: str = ""  # how log lines name the reply this request is for (not sent upstream)
 
     def create_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"model": self.model, "messages": self.messages, "stream": True}
@@ -174,7 +180,9 @@ async def _attempt(request: ChatRequest, key: KeyChoice, total_deadline: float) 
         raise OpenRouterError(code, _TIMEOUT_MESSAGES[code]) from None
     except openai.OpenAIError as exc:
         raise translate(exc, model=request.model) from None
-    return ChatStream(response, key, request.model, first_deadline, total_deadline)
+    return ChatStream(
+        response, key, request.model, first_deadline, total_deadline, label=request.label
+    )
 
 
 _TIMEOUT_MESSAGES = {
@@ -198,9 +206,12 @@ class ChatStream:
         model_requested: str,
         first_deadline: float,
         total_deadline: float,
+        *,
+        label: str = "",
     ) -> None:
         self.key = key
         self.model_requested = model_requested
+        self.label = label
         self.generation_id: str = response.headers.get("x-generation-id", "")
         self.model = ""
         self.provider = ""
@@ -218,6 +229,10 @@ class ChatStream:
         self._reading: asyncio.Task[Any] | None = None  # the task awaiting the socket
         self._expired: str | None = None
         self._closed = False
+        # Upstream text that was not clean: deltas with bytes that are not UTF-8 (warned once).
+        self.invalid_bytes = 0
+        # The high half of a surrogate pair that ended a delta, by kind, until the next delta.
+        self._held: dict[type[StreamEvent], str] = {}
 
     def __repr__(self) -> str:
         return f"<ChatStream {self.generation_id or '?'} {self.model_requested} {self.key!r}>"
@@ -355,12 +370,57 @@ class ChatStream:
             return _NOTHING  # other SSE fields (event:, id:, retry:) are not used by OpenRouter
         if payload == b"[DONE]":
             return None
-        chunk = _loads(payload)
+        try:
+            chunk = orjson.loads(payload)
+            raw = False
+        except orjson.JSONDecodeError:
+            chunk = self._loads_slowly(payload)
+            raw = True
         if not isinstance(chunk, dict):
             return _NOTHING
-        return self._apply(chunk)
+        return self._apply(chunk, raw)
 
-    def _apply(self, chunk: dict[str, Any]) -> tuple[StreamEvent, ...]:
+    def _loads_slowly(self, payload: bytes) -> Any:
+        """What orjson refused: bytes that are not UTF-8 (decoded with U+FFFD for them), lone
+        surrogate escapes (``\ud83d``: kept in delta text for ``_text``, removed elsewhere), or
+        a line that is not JSON at all (None)."""
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            text = payload.decode("utf-8", "replace")
+            self.invalid_bytes += 1
+            if self.invalid_bytes == 1:
+                logger.warning(
+                    "streamchat: OpenRouter sent bytes that are not UTF-8 in %s (generation %s, "
+                    "model %s); they are replaced with U+FFFD",
+                    f"reply {self.label}" if self.label else "a stream",
+                    self.generation_id or "?",
+                    self.model or self.model_requested,
+                )
+        try:
+            return _clean_strings(json.loads(text))
+        except (ValueError, RecursionError):
+            logger.debug("streamchat: skipped a malformed SSE data line")
+            return None
+
+    def _text(self, kind: type[StreamEvent], text: str, raw: bool) -> str:
+        """Delta text as it is stored: no NUL; a surrogate pair split across two deltas joined;
+        lone surrogates removed (docs/security.md). ``raw``: the chunk came through the standard
+        library, so its text may hold surrogates (orjson's never does)."""
+        held = self._held.pop(kind, "") if self._held else ""
+        if held or raw:
+            text = held + text
+            if text and "\ud800" <= text[-1] <= "\udbff":  # a high half: wait for its pair
+                self._held[kind] = text[-1]
+                text = text[:-1]
+            if not text.isascii():
+                # Pairs become their character, lone halves go (the text rule: removed).
+                text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "ignore")
+        if "\x00" in text:
+            text = text.replace("\x00", "")
+        return text
+
+    def _apply(self, chunk: dict[str, Any], raw: bool = False) -> tuple[StreamEvent, ...]:
         if not self.generation_id:
             self.generation_id = str(chunk.get("id") or "")
         model = chunk.get("model")
@@ -383,15 +443,13 @@ class ChatStream:
         delta = choice.get("delta")
         if delta:
             text = delta.get("content")
-            if text:
-                if "\x00" in text:
-                    text = text.replace("\x00", "")
+            if text and isinstance(text, str):
+                text = self._text(ContentDelta, text, raw)
                 if text:
                     events = (ContentDelta(text),)
             thought = delta.get("reasoning")
-            if thought:
-                if "\x00" in thought:
-                    thought = thought.replace("\x00", "")
+            if thought and isinstance(thought, str):
+                thought = self._text(ReasoningDelta, thought, raw)
                 if thought:
                     events = (ReasoningDelta(thought), *events)
             if events:
@@ -432,28 +490,22 @@ class ChatStream:
         self._timer = self._loop.call_at(self._deadline()[0], self._on_timer)
 
 
-def _loads(payload: bytes) -> Any:
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        pass
-    # orjson refuses lone surrogates (\ud800); the standard library keeps them, we drop them.
-    try:
-        value = json.loads(payload)
-    except ValueError:
-        logger.debug("streamchat: skipped a malformed SSE data line")
-        return None
-    return _clean_strings(value)
-
-
 def _clean_strings(value: Any) -> Any:
+    """Lone surrogates removed from every string of a chunk, except delta text (``content``,
+    ``reasoning``), which ``ChatStream._text`` cleans after joining pairs split across deltas."""
     if isinstance(value, str):
         return _UNSTORABLE.sub("", value)
     if isinstance(value, dict):
-        return {k: _clean_strings(v) for k, v in value.items()}
+        return {
+            k: v if k in _DELTA_TEXT and isinstance(v, str) else _clean_strings(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_clean_strings(v) for v in value]
     return value
+
+
+_DELTA_TEXT = frozenset({"content", "reasoning"})
 
 
 def usage_report(usage: dict[str, Any]) -> UsageReport:

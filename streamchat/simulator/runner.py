@@ -137,10 +137,30 @@ class Simulator:
         self.state.config.first_token_delay = seconds
 
     # --- scripting ---------------------------------------------------------------------------
-    def next_reply(self, text: str, *, reasoning: str | None = None) -> None:
-        """The text (and reasoning) of the next reply; calls queue up, one reply each."""
+    def next_reply(
+        self,
+        text: str = "",
+        *,
+        reasoning: str | None = None,
+        pieces: Iterable[str | bytes] | None = None,
+        split_characters: bool = False,
+    ) -> None:
+        """The text (and reasoning) of the next reply; calls queue up, one reply each.
+
+        ``pieces``: the content deltas exactly as given instead of ``text`` cut into tokens;
+        bytes go into the chunk's JSON string verbatim (so they may be bytes that are not UTF-8),
+        a str is escaped as usual (a lone surrogate as its ``\\u`` escape).
+        ``split_characters``: each chunk is written in two parts cut inside its first multi-byte
+        character, with a pause between.
+        """
+        scripted = ScriptedReply(
+            text,
+            reasoning,
+            pieces=None if pieces is None else tuple(pieces),
+            split_characters=split_characters,
+        )
         with self.state.lock:
-            self.state.replies.append(ScriptedReply(text, reasoning))
+            self.state.replies.append(scripted)
 
     def next_replies(self, texts: Iterable[str]) -> None:
         for text in texts:

@@ -44,6 +44,7 @@ STATE: web.AppKey[SimulatorState] = web.AppKey("state", SimulatorState)
 USER_ID = "user_simulator"
 KEEPALIVE = b": OPENROUTER PROCESSING\n\n"
 DONE = b"data: [DONE]\n\n"
+RAW_PLACEHOLDER = "__simulator_raw_piece__"
 
 
 def create_app(state: SimulatorState) -> web.Application:
@@ -107,6 +108,11 @@ def dumps(payload: Any) -> bytes:
         return orjson.dumps(payload)
     except TypeError:
         return json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def as_text(piece: str | bytes) -> str:
+    """A piece as text (raw bytes decoded with U+FFFD where they are not UTF-8)."""
+    return piece.decode("utf-8", "replace") if isinstance(piece, bytes) else piece
 
 
 def json_number(value: Decimal) -> float:
@@ -315,8 +321,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         assert failure is not None
         return failure
 
-    text, reasoning = reply_for(scenario, body, state.take_reply())
-    run = Run(request, state, key, scenario, body, text, reasoning)
+    scripted = state.take_reply()
+    text, reasoning = reply_for(scenario, body, scripted)
+    run = Run(request, state, key, scenario, body, text, reasoning, scripted)
     if body.get("stream"):
         return await run.stream()
     return await run.complete()
@@ -338,6 +345,7 @@ class Run:
         body: dict,
         text: str,
         reasoning: str | None,
+        scripted: ScriptedReply | None = None,
     ) -> None:
         self.request = request
         self.state = state
@@ -347,8 +355,14 @@ class Run:
         self.body = body
         self.model = scenario.model
         self.provider = catalog.provider(scenario.model)
-        pieces: list[tuple[str, str]] = [("reasoning", t) for t in tokenize(reasoning or "")]
-        pieces += [("content", t) for t in tokenize(text)]
+        pieces: list[tuple[str, str | bytes]] = [
+            ("reasoning", t) for t in tokenize(reasoning or "")
+        ]
+        if scripted is not None and scripted.pieces is not None:
+            pieces += [("content", t) for t in scripted.pieces]
+        else:
+            pieces += [("content", t) for t in tokenize(text)]
+        self.split_characters = scripted is not None and scripted.split_characters
         self.finish_reason = "stop"
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         if isinstance(max_tokens, int) and 0 < max_tokens < len(pieces):
@@ -457,8 +471,8 @@ class Run:
             finish = None
         usage = self.settle(finish_reason=finish)
         delivered = self.pieces[: self.sent]
-        content = "".join(t for kind, t in delivered if kind == "content")
-        reasoning = "".join(t for kind, t in delivered if kind == "reasoning") or None
+        content = "".join(as_text(t) for kind, t in delivered if kind == "content")
+        reasoning = "".join(as_text(t) for kind, t in delivered if kind == "reasoning") or None
         body = {
             "id": self.generation.id,
             "provider": self.provider,
@@ -490,6 +504,9 @@ class Run:
 
     # --- streaming ---------------------------------------------------------------------------
     def chunk(self, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
+        raw = delta.get("content") if delta is not None else None
+        if isinstance(raw, bytes):  # a scripted piece of raw bytes: verbatim in the JSON string
+            delta = {**delta, "content": RAW_PLACEHOLDER}  # type: ignore[dict-item]
         payload: dict[str, Any] = {
             "id": self.generation.id,
             "provider": self.provider,
@@ -510,10 +527,20 @@ class Run:
             "system_fingerprint": "fp_simulator",
             **extra,
         }
-        return b"data: " + dumps(payload) + b"\n\n"
+        data = dumps(payload)
+        if isinstance(raw, bytes):
+            data = data.replace(b'"' + RAW_PLACEHOLDER.encode() + b'"', b'"' + raw + b'"', 1)
+        return b"data: " + data + b"\n\n"
 
     async def write(self, data: bytes) -> None:
         assert self.response is not None
+        if self.split_characters:
+            # Cut after the lead byte of the first multi-byte character (0b11xxxxxx).
+            cut = next((i + 1 for i, byte in enumerate(data) if byte >= 0xC0), 0)
+            if cut:
+                await self.response.write(data[:cut])
+                await asyncio.sleep(max(self.token_delay, 0.01))
+                data = data[cut:]
         await self.response.write(data)
 
     async def wait(self, seconds: float, *, comments: bool) -> None:

@@ -126,6 +126,13 @@ class Disconnect:
 class ScriptedReply:
     text: str
     reasoning: str | None = None
+    # The content deltas exactly as given (``text`` is then ignored): a str is JSON-escaped as
+    # usual (a lone surrogate goes out as its escape, e.g. ``\ud83d``), bytes go into the JSON
+    # string verbatim, so they may be bytes that are not UTF-8.
+    pieces: tuple[str | bytes, ...] | None = None
+    # Write each chunk in two parts, cut after the first byte of its first multi-byte character,
+    # with a pause between them: the client reads the character in two network reads.
+    split_characters: bool = False
 
 
 def new_generation_id() -> str:
