@@ -28,7 +28,7 @@ logger = logging.getLogger("streamchat.consumers")
 
 PROTOCOL_VERSION = 1
 CLOSE_UNAUTHENTICATED = 4401
-CLOSE_RESTARTING = 1012  # the worker stops (docs/protocol.md): reconnect and resume
+CLOSE_RESTARTING = 4012  # the worker stops (docs/protocol.md): reconnect and resume
 
 
 class RefusalLog:
@@ -75,7 +75,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if hub.draining:  # this worker stops: the page reconnects, to another worker
             await self.close(code=CLOSE_RESTARTING)
             return
-        hub.sockets.add(self)  # a drain closes it (1012) once its replies are done
+        hub.sockets.add(self)  # a drain closes it (4012) once its replies are done
         # This worker's reaper runs from its first socket on (not only from its first reply).
         await hub.ensure_started()
         logger.info("websocket connected: user=%s", self.user.pk)

@@ -1,10 +1,10 @@
 """Graceful drain: a worker that is told to stop (every deploy) loses nothing.
 
-``drain()`` stops admitting (new sends get ``server_restarting``, new sockets close 1012), closes
-idle sockets with 1012 so pages reconnect to another worker at once, lets running replies finish
+``drain()`` stops admitting (new sends get ``server_restarting``, new sockets close 4012), closes
+idle sockets with 4012 so pages reconnect to another worker at once, lets running replies finish
 for up to ``DRAIN_SECONDS``, then ends the rest ``interrupted``: their final write keeps all the
 text any follower was sent, usage is settled with the best figures known, followers get
-``reply.finished``, and the remaining sockets close 1012 (the page reconnects and resumes). No
+``reply.finished``, and the remaining sockets close 4012 (the page reconnects and resumes). No
 row stays ``streaming``.
 
 How it is triggered:
@@ -32,7 +32,11 @@ from .hub import get_hub
 
 logger = logging.getLogger("streamchat.streaming")
 
-CLOSE_RESTARTING = 1012
+# 1012 ("service restart") is what this means, but Daphne's websocket library lets applications
+# send only 1000 and 3000-4999: 4012 is its twin in the private range (docs/protocol.md).
+CLOSE_RESTARTING = 4012
+# After the last close frames, a moment for them to reach the clients before the server exits.
+CLOSE_GRACE_SECONDS = 0.5
 # How long the final writes of the replies a drain interrupts may take.
 FINAL_WRITE_SECONDS = 10.0
 
@@ -73,6 +77,7 @@ async def drain(timeout: float | None = None) -> DrainReport:
         )
     for socket in list(hub.sockets):
         await _close(socket)
+    await asyncio.sleep(CLOSE_GRACE_SECONDS)
     report = DrainReport(
         finished=len(runs) - len(cut),
         interrupted=len(cut),

@@ -549,6 +549,14 @@
         showLoggedOut();
         return;
       }
+      if (event.code === 4012 || event.code === 1012) {
+        // The server restarts (a deploy): reconnect at once, a proxy sends us to another
+        // worker; live replies are resumed and unsent messages sent again on hello.
+        socket.attempts = 0;
+        window.clearTimeout(socket.timer);
+        socket.timer = window.setTimeout(connect, 100 + Math.random() * 400);
+        return;
+      }
       scheduleReconnect();
     };
   }
@@ -755,6 +763,12 @@
       socket.loggedOut = true;
       showLoggedOut();
       refreshAllPending();
+      return;
+    }
+    if (frame.code === "server_restarting") {
+      // This worker stops and stored nothing: reconnect (to another worker); the message is
+      // still pending and goes again on hello, with the same client_id.
+      if (socket.ws) socket.ws.close();
       return;
     }
     var pending = frame.client_id != null ? state.pending.get(frame.client_id) : null;
