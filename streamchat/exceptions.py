@@ -123,6 +123,7 @@ CODES: dict[str, ErrorCode] = {
     "rate_limited": ErrorCode(429, _RATE),
     "limits_unavailable": ErrorCode(503, _SERVER),
     "overloaded": ErrorCode(503, _SERVER),  # MAX_ACTIVE_REPLIES: try again after retry_after
+    "unavailable": ErrorCode(503, _SERVER),  # the database is away: nothing was stored
     "server_restarting": ErrorCode(503, _SERVER),  # a draining worker: send again (elsewhere)
     "interrupted": ErrorCode(503, _SERVER),  # a reply its worker could not finish
     # The OpenAI-compatible API's own names.
@@ -176,3 +177,12 @@ def openai_error(code: str) -> OpenAIError:
     if entry.openai_code is not None:
         return openai_error(entry.openai_code)
     return OpenAIError(entry.status, entry.openai_type, code)
+
+
+def unavailable() -> ChatError:
+    """A request refused because the database cannot be reached (nothing was stored)."""
+    return ChatError(
+        "unavailable",
+        "The chat cannot reach its database right now, so nothing was sent. Try again shortly.",
+        retry_after=5,
+    )

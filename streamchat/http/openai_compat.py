@@ -29,12 +29,13 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from ..catalog import enabled_models
 from ..conf import app_settings
-from ..exceptions import ChatError, StreamchatError, openai_error
+from ..exceptions import ChatError, StreamchatError, openai_error, unavailable
 from ..models import ChatModel, Usage
 from ..streaming import engine, frames
 from ..streaming.follow import QueueFollower
@@ -90,9 +91,11 @@ async def models(request: HttpRequest) -> HttpResponseBase:
         return api_error("method_not_allowed", "Use GET.")
     try:
         await _token_user(request)
+        listed = await _model_list()
     except TokenError as error:
         return api_error("invalid_api_key", str(error))
-    listed = await _model_list()
+    except DatabaseError:
+        return _refused(unavailable())
     return JsonResponse({"object": "list", "data": listed})
 
 
@@ -126,6 +129,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         user = await _token_user(request)
     except TokenError as error:
         return api_error("invalid_api_key", str(error))
+    except DatabaseError:  # a database blip: 503 with Retry-After, never an HTML 500
+        return _refused(unavailable())
     try:
         body = parse_json_body(request, app_settings.API_MAX_REQUEST_BYTES)
         stream, include_usage, options = _parse(body)

@@ -11,10 +11,12 @@ status of its code in ``streamchat.exceptions.CODES``; a 429 also sends ``Retry-
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.decorators import method_decorator
@@ -22,7 +24,9 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
 from ..conf import app_settings
-from ..exceptions import ChatError, StreamchatError, http_status
+from ..exceptions import ChatError, StreamchatError, http_status, unavailable
+
+logger = logging.getLogger("streamchat.http")
 
 
 def json_error(code: str, message: str, status: int | None = None, **extra: Any) -> JsonResponse:
@@ -63,7 +67,7 @@ def parse_json_body(request: HttpRequest, limit: int) -> dict[str, Any]:
         raise too_large
     try:
         body = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than ~1000
         raise ChatError("bad_json", "The request body is not JSON.") from None
     if not isinstance(body, dict):
         raise ChatError("bad_json", "The request body must be a JSON object.")
@@ -94,11 +98,22 @@ class JsonView(View):
     """A session-authenticated JSON endpoint with JSON errors (see the module docstring)."""
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        if not request.user.is_authenticated:
-            return json_error("not_authenticated", "Log in to use the chat.")
-        if request.method not in ("GET", "HEAD", "OPTIONS", "TRACE") and not csrf_passes(request):
-            return json_error("csrf_failed", "CSRF verification failed: reload the page.")
-        return super().dispatch(request, *args, **kwargs)
+        try:
+            if not request.user.is_authenticated:
+                return json_error("not_authenticated", "Log in to use the chat.")
+            if request.method not in ("GET", "HEAD", "OPTIONS", "TRACE") and not csrf_passes(
+                request
+            ):
+                return json_error("csrf_failed", "CSRF verification failed: reload the page.")
+            return super().dispatch(request, *args, **kwargs)
+        except DatabaseError as error:  # a database blip: JSON 503 with Retry-After, not a 500
+            logger.warning(
+                "streamchat: %s %s refused: the database failed (%s)",
+                request.method,
+                request.path,
+                error,
+            )
+            return error_response(unavailable())
 
     def http_method_not_allowed(
         self, request: HttpRequest, *args: Any, **kwargs: Any

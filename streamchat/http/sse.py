@@ -29,11 +29,12 @@ from functools import wraps
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from ..conf import app_settings
-from ..exceptions import ChatError
+from ..exceptions import ChatError, unavailable
 from ..models import Usage
 from ..streaming import engine, frames
 from ..streaming.follow import QueueFollower, afollow
@@ -62,15 +63,19 @@ def session_view(*methods: str) -> Callable[[View], View]:
                 )
                 response["Allow"] = ", ".join(methods)
                 return response
-            user = await request.auser()
-            if not user.is_authenticated:
-                return json_error("not_authenticated", "Log in to use the chat.")
-            if request.method not in SAFE_METHODS and not await sync_to_async(csrf_passes)(request):
-                return json_error("csrf_failed", "CSRF verification failed: reload the page.")
             try:
+                user = await request.auser()
+                if not user.is_authenticated:
+                    return json_error("not_authenticated", "Log in to use the chat.")
+                if request.method not in SAFE_METHODS and not await sync_to_async(csrf_passes)(
+                    request
+                ):
+                    return json_error("csrf_failed", "CSRF verification failed: reload the page.")
                 return await view(request, user, *args, **kwargs)
             except ChatError as error:
                 return error_response(error)
+            except DatabaseError:  # a database blip: JSON 503 with Retry-After, not a 500
+                return error_response(unavailable())
 
         return wrapper
 

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from channels.layers import get_channel_layer
+from django.db import DatabaseError
 
 from ..conf import app_settings
-from ..exceptions import ChatError
+from ..exceptions import ChatError, unavailable
 from ..models import Message, Usage
 from ..text import clean_text
 from . import completions, db
@@ -277,16 +278,20 @@ async def _start(
         )
     hub.admitting += 1
     try:
-        plan = await db.run(
-            make_plan,
-            user,
-            ask,
-            client_id=client_id,
-            model=model,
-            options=options,
-            source=source,
-            session_valid=session_valid,
-        )
+        try:
+            plan = await db.run(
+                make_plan,
+                user,
+                ask,
+                client_id=client_id,
+                model=model,
+                options=options,
+                source=source,
+                session_valid=session_valid,
+            )
+        except DatabaseError as error:
+            logger.warning("streamchat: a send was refused: the database failed (%s)", error)
+            raise unavailable() from None
         if isinstance(plan, Started):
             return _again(plan, follower)
         reply = launch(plan, follower)

@@ -19,8 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+
+from django.db import DatabaseError
 
 from .. import keys as key_store
 from .. import signals
@@ -308,25 +311,20 @@ class ReplyRun:
         model_used = (self.finish.model if self.finish else "") or self.model.model_id
         usage_fields = self._usage_fields(status, model_used, content)
         reply_error = error_from(self.error)
-        try:
-            reply, usage_row = await db.run(
-                self.record.finish,
-                user_id=self.user_id,
-                content=content,
-                reasoning="".join(self.reasoning),
-                status=status,
-                finish_reason=finish_reason,
-                model_used=model_used,
-                error_code=reply_error.code if reply_error else "",
-                error_message=reply_error.message if reply_error else "",
-                usage=usage_fields,
-                reservation=self.plan.reservation,
-                key_used=self.stream.key if self.stream else None,
-            )
-        except Exception:
-            # The lease lapses and the reaper marks the reply interrupted with its last checkpoint.
-            logger.exception("streamchat: could not store the end of reply %s", self.record.label)
-            reply, usage_row = None, None
+        stored = await self._store_end(
+            user_id=self.user_id,
+            content=content,
+            reasoning="".join(self.reasoning),
+            status=status,
+            finish_reason=finish_reason,
+            model_used=model_used,
+            error_code=reply_error.code if reply_error else "",
+            error_message=reply_error.message if reply_error else "",
+            usage=usage_fields,
+            reservation=self.plan.reservation,
+            key_used=self.stream.key if self.stream else None,
+        )
+        reply, usage_row = stored if stored is not None else (None, None)
         self._log_end(status, finish_reason, usage_fields)
         self.result = event = Finished(
             reply_id=self.reply_id,
@@ -364,6 +362,39 @@ class ReplyRun:
             and self.stream.generation_id
         ):
             self.hub.spawn(self._fetch_reported_cost(usage_row.pk, self.stream))
+
+    async def _store_end(self, **fields: Any) -> tuple[Any, Any] | None:
+        """The final write, retried while the database is away (this worker holds the only
+        copy of the text its followers were sent) for up to ``2 × LEASE_SECONDS``: a reaper
+        that took the reply for dead meanwhile is overwritten with the whole text. Followers
+        are told the end only after it is stored (or given up on)."""
+        deadline = time.monotonic() + 2 * float(app_settings.LEASE_SECONDS)
+        delay = 0.1
+        finish: Callable[..., tuple[Any, Any]] = self.record.finish
+        while True:
+            try:
+                return await db.run(finish, **fields)
+            except DatabaseError as error:
+                if time.monotonic() + delay > deadline:
+                    logger.error(
+                        "streamchat: could not store the end of reply %s; gave up (%s)",
+                        self.record.label,
+                        error,
+                    )
+                    return None
+                logger.warning(
+                    "streamchat: storing the end of reply %s failed, retrying (%s)",
+                    self.record.label,
+                    error,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception:
+                # The lease lapses and the reaper marks it interrupted with its last checkpoint.
+                logger.exception(
+                    "streamchat: could not store the end of reply %s", self.record.label
+                )
+                return None
 
     async def _announce_end(self, event: Finished) -> None:
         """Followers on other workers and other tabs learn the end through the channel layer."""
