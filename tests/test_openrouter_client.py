@@ -270,11 +270,11 @@ async def test_st09_429_after_first_token_no_retry_text_kept(sim: Simulator) -> 
 
 
 async def test_429_retry_after_beyond_the_maximum_is_not_waited(sim: Simulator) -> None:
-    started = time.monotonic()
-    _, error, _ = await run(sim, "simulator/rate-limit?retry_after=60")
+    # Waiting the 60 s out would overrun this bound; the one request says it was not retried.
+    _, error, _ = await asyncio.wait_for(run(sim, "simulator/rate-limit?retry_after=60"), 30)
     assert error is not None and error.code == "rate_limited" and error.retry_after == 60
     assert "60 s" in error.message
-    assert time.monotonic() - started < 1 and len(sim.chat_requests) == 1
+    assert len(sim.chat_requests) == 1
 
 
 async def test_402_retried_only_when_transient(sim: Simulator) -> None:
@@ -291,10 +291,8 @@ async def test_connection_refused_is_retried_then_reported(sim: Simulator, setti
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     tune(settings, BASE_URL=f"http://127.0.0.1:{port}/api/v1", MAX_RETRIES=1)
-    started = time.monotonic()
-    _, error, _ = await run(sim)
+    _, error, _ = await asyncio.wait_for(run(sim), 30)
     assert error is not None and error.code == "connection_error" and error.retriable
-    assert time.monotonic() - started < 2
 
 
 # --- errors after HTTP 200 ------------------------------------------------------------------
@@ -365,11 +363,12 @@ async def test_st08_stall_hits_the_idle_timeout(
 ) -> None:
     tune(settings, IDLE_TIMEOUT=0.3)
     started = time.monotonic()
+    # The stall lasts until the client leaves: only the idle timeout can end it.
     events, error, _ = await run(sim, f"simulator/stall?after=10&comments={comments}")
     assert error is not None and error.code == "idle_timeout"
-    assert 0.3 <= time.monotonic() - started < 1.5
+    assert time.monotonic() - started >= 0.3  # not before the idle time (a lower bound only)
     assert len(events) == 10  # partial text kept
-    gone = await sim.await_disconnect(timeout=1.0)
+    gone = await sim.await_disconnect(timeout=10)
     assert gone.tokens_sent == 10
     assert len(sim.chat_requests) == 1  # no retry
 
@@ -377,14 +376,17 @@ async def test_st08_stall_hits_the_idle_timeout(
 async def test_st08_keepalive_comments_do_not_reset_the_first_token_deadline(
     sim: Simulator, settings: Any
 ) -> None:
-    tune(settings, FIRST_TOKEN_TIMEOUT=0.3)
+    # Long enough for the stream to have opened (and the comments to flow) on a busy machine.
+    tune(settings, FIRST_TOKEN_TIMEOUT=1.0)
     sim.config.keepalive_interval = 0.02
     started = time.monotonic()
+    # Were the comments resetting the deadline, the reply would arrive after 5 s, with no error.
     events, error, _ = await run(sim, "simulator/slow-first?delay=5")
     assert error is not None and error.code == "first_token_timeout"
-    assert 0.3 <= time.monotonic() - started < 1.2
+    assert time.monotonic() - started >= 1.0  # not before the deadline (a lower bound only)
     assert events == []
-    await sim.await_disconnect(timeout=1.0)
+    gone = await sim.await_disconnect(timeout=10)
+    assert gone.tokens_sent == 0
     assert len(sim.chat_requests) == 1
 
 
@@ -395,14 +397,17 @@ async def test_slow_first_token_within_the_deadline(sim: Simulator, settings: An
 
 
 async def test_total_timeout(sim: Simulator, settings: Any) -> None:
-    tune(settings, TOTAL_TIMEOUT=0.4)
-    events, error, _ = await run(sim, "simulator/long?tokens=2000&delay_ms=5")
+    # Five pieces, then nothing until the client leaves: only the total deadline can end it (the
+    # idle one is longer).
+    tune(settings, TOTAL_TIMEOUT=2.0, IDLE_TIMEOUT=30.0)
+    events, error, _ = await run(sim, "simulator/stall?after=5")
     assert error is not None and error.code == "total_timeout"
-    assert len(events) > 10
-    await sim.await_disconnect(timeout=1.0)
+    assert [type(event) for event in events] == [ContentDelta] * 5  # what came before it kept
+    gone = await sim.await_disconnect(timeout=10)
+    assert gone.tokens_sent == 5
 
 
-async def test_aclose_mid_reply_is_seen_upstream_within_a_second(sim: Simulator) -> None:
+async def test_aclose_mid_reply_is_seen_upstream(sim: Simulator) -> None:
     stream = await open_stream(request("simulator/long?delay_ms=20"), [key_for(sim.api_key)])
     seen = 0
     async for event in stream:
@@ -410,12 +415,11 @@ async def test_aclose_mid_reply_is_seen_upstream_within_a_second(sim: Simulator)
         seen += 1
         if seen == 3:
             break
-    started = time.monotonic()
     await stream.aclose()
-    gone = await sim.await_disconnect(timeout=1.0, generation_id=stream.generation_id)
-    assert time.monotonic() - started < 1.0
-    generation = sim.wait_for_generation_end(stream.generation_id)
-    assert generation.cancelled and gone.tokens_sent >= 3
+    gone = await sim.await_disconnect(timeout=10, generation_id=stream.generation_id)
+    generation = sim.wait_for_generation_end(stream.generation_id, timeout=10)
+    # Upstream stopped mid-reply (5000 pieces at 20 ms), seeing the client leave.
+    assert generation.cancelled and 3 <= gone.tokens_sent < 5000
     await stream.aclose()  # idempotent
 
 
@@ -431,9 +435,9 @@ async def test_aclose_from_another_task_ends_iteration(sim: Simulator) -> None:
     while len(events) < 2:
         await asyncio.sleep(0.01)
     await stream.aclose()
-    await asyncio.wait_for(consumer, 1.0)  # ends quietly, without a Finish
+    await asyncio.wait_for(consumer, 10)  # ends quietly, without a Finish
     assert len(events) == 2
-    await sim.await_disconnect(timeout=1.0)
+    await sim.await_disconnect(timeout=10)
 
 
 async def test_cancelling_the_consumer_closes_the_response(sim: Simulator) -> None:
@@ -449,7 +453,7 @@ async def test_cancelling_the_consumer_closes_the_response(sim: Simulator) -> No
     consumer.cancel()
     with pytest.raises(asyncio.CancelledError):
         await consumer
-    await sim.await_disconnect(timeout=1.0)
+    await sim.await_disconnect(timeout=10)
 
 
 # --- units ----------------------------------------------------------------------------------

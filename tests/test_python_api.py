@@ -95,7 +95,7 @@ def test_sync_stream_closed_early_closes_upstream(simulator_settings: Simulator)
     )
     assert next(pieces) and next(pieces)
     pieces.close()
-    simulator_settings.wait_for_disconnect(timeout=1.0)
+    simulator_settings.wait_for_disconnect(timeout=10)
 
 
 @pytest.mark.once

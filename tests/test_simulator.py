@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -219,10 +218,8 @@ def test_disconnect_is_recorded_and_generation_cancelled(simulator: Simulator) -
         lines = r.iter_lines()
         while not next(lines).startswith(":"):  # the stall began
             pass
-    started = time.monotonic()
-    gone = simulator.wait_for_disconnect(timeout=1.0)
-    assert time.monotonic() - started < 1.0
-    assert gone.generation_id == generation_id
+    gone = simulator.wait_for_disconnect(timeout=10)
+    assert gone.generation_id == generation_id and gone.tokens_sent == 3
     record = httpx.get(
         f"{simulator.base_url}/generation", params={"id": generation_id}, headers=headers
     )
@@ -231,7 +228,7 @@ def test_disconnect_is_recorded_and_generation_cancelled(simulator: Simulator) -
 
 
 def test_generation_answers_404_then_the_record(simulator: Simulator) -> None:
-    simulator.config.generation_delay = 0.2
+    simulator.config.generation_delay = 3600  # 404 until the window is ended below
     headers = {"Authorization": f"Bearer {simulator.api_key}"}
     response = post(
         simulator, {"model": "openai/gpt-4o-mini", "messages": MESSAGES, "stream": True}
@@ -239,7 +236,7 @@ def test_generation_answers_404_then_the_record(simulator: Simulator) -> None:
     generation_id = response.headers["x-generation-id"]
     url = f"{simulator.base_url}/generation"
     assert httpx.get(url, params={"id": generation_id}, headers=headers).status_code == 404
-    time.sleep(0.25)
+    simulator.config.generation_delay = 0
     data = httpx.get(url, params={"id": generation_id}, headers=headers).json()["data"]
     assert data["id"] == generation_id and data["cancelled"] is False and data["streamed"] is True
     usage = events(response)[0][-1]["usage"]

@@ -111,7 +111,7 @@ async def test_stop_closes_upstream_and_keeps_the_partial_reply(user, chat_socke
     rest, finished = await socket.reply(ack["reply"], known=text)
     assert finished["status"] == "stopped"
     assert 20 <= len(rest) < len(DEFAULT_REPLY) and DEFAULT_REPLY.startswith(rest)
-    await sync_to_async(simulator.wait_for_disconnect)(timeout=1.0)
+    await sync_to_async(simulator.wait_for_disconnect)(timeout=10)
     await settle_runs()
     reply = await Message.objects.aget(pk=ack["reply"])
     assert reply.status == "stopped" and reply.content == rest
