@@ -124,6 +124,7 @@ CODES: dict[str, ErrorCode] = {
     "limits_unavailable": ErrorCode(503, _SERVER),
     "overloaded": ErrorCode(503, _SERVER),  # MAX_ACTIVE_REPLIES: try again after retry_after
     "unavailable": ErrorCode(503, _SERVER),  # the database is away: nothing was stored
+    "workers_unreachable": ErrorCode(503, _SERVER),  # the channel layer (Redis) is away
     "server_restarting": ErrorCode(503, _SERVER),  # a draining worker: send again (elsewhere)
     "interrupted": ErrorCode(503, _SERVER),  # a reply its worker could not finish
     # The OpenAI-compatible API's own names.
@@ -184,5 +185,16 @@ def unavailable() -> ChatError:
     return ChatError(
         "unavailable",
         "The chat cannot reach its database right now, so nothing was sent. Try again shortly.",
+        retry_after=5,
+    )
+
+
+def other_workers_unreachable() -> ChatError:
+    """Following or stopping a reply that runs in another worker, while the channel layer is
+    away."""
+    return ChatError(
+        "workers_unreachable",
+        "This reply runs on another server, which cannot be reached right now."
+        " Try again shortly.",
         retry_after=5,
     )

@@ -19,10 +19,10 @@ from channels.layers import get_channel_layer
 from django.db import DatabaseError
 
 from ..conf import app_settings
-from ..exceptions import ChatError, unavailable
+from ..exceptions import ChatError, other_workers_unreachable, unavailable
 from ..models import Message, Usage
 from ..text import clean_text
-from . import completions, db
+from . import completions, db, layer
 from .events import Follower, Started
 from .hub import control_group, conversation_group, get_hub
 from .plan import DEFAULT_OPTIONS, Ask, Edit, Exchange, Options, Plan, Regenerate, Send, make_plan
@@ -234,9 +234,13 @@ async def astop(user: Any, reply_id: int) -> bool:
         return True
     if not await db.run(_is_streaming_reply, user.pk, reply_id):
         return False
-    await get_channel_layer().group_send(
-        control_group(reply_id), {"type": "streamchat.stop", "reply": reply_id}
-    )
+    try:
+        await get_channel_layer().group_send(
+            control_group(reply_id), {"type": "streamchat.stop", "reply": reply_id}
+        )
+    except Exception as error:
+        layer.trouble("sending a stop to another worker", error)
+        raise other_workers_unreachable() from None
     return True
 
 
@@ -333,8 +337,8 @@ async def _announce(started: Started) -> None:
                 "client_id": started.client_id,
             },
         )
-    except Exception:
-        logger.exception("streamchat: could not announce reply %s", started.reply_id)
+    except Exception as error:  # other tabs see it on their next load
+        layer.trouble("announcing a reply to other tabs", error)
 
 
 def _is_streaming_reply(user_id: Any, reply_id: Any) -> bool:

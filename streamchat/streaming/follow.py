@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.layers import get_channel_layer
+from django.db import DatabaseError
 
 from ..conf import app_settings
 from ..exceptions import not_found
@@ -32,6 +33,7 @@ from ..models import Message
 from . import db, frames
 from .events import DeltaKind, Finished
 from .hub import control_group, get_hub, reply_group
+from .layer import trouble as layer_trouble
 
 logger = logging.getLogger("streamchat.streaming")
 
@@ -250,17 +252,25 @@ async def afollow(user_id: Any, reply_id: int, follower: StreamFollower) -> None
             await follower.finished(run.result)
         return
     # This worker's reaper runs from its first follower on, so a dead worker's reply ends.
-    await hub.ensure_started()
+    try:
+        await hub.ensure_started()
+    except Exception as error:
+        layer_trouble("starting the engine's listener", error)
     layer = get_channel_layer()
-    channel = await layer.new_channel()
-    # Join first, then read the row: nothing published in between is missed.
-    await layer.group_add(reply_group(reply_id), channel)
+    channel: str | None = None
+    try:
+        channel = await layer.new_channel()
+        # Join first, then read the row: nothing published in between is missed.
+        await layer.group_add(reply_group(reply_id), channel)
+    except Exception as error:  # the layer is away: follow the row's checkpoints instead
+        layer_trouble("following a reply in another worker", error)
+        channel = None
     try:
         reply = await db.run(owned_reply, user_id, reply_id)
         if reply is None:
             raise not_found("reply")
     except BaseException:
-        await layer.group_discard(reply_group(reply_id), channel)
+        await _leave(layer, reply_id, channel)
         raise
     task = hub.spawn(_follow_remote(follower, user_id, reply, layer, channel))
     # Closing the follower ends its task, unless the task itself is what closes it.
@@ -268,19 +278,52 @@ async def afollow(user_id: Any, reply_id: int, follower: StreamFollower) -> None
 
 
 async def _follow_remote(
-    follower: StreamFollower, user_id: Any, reply: Message, layer: Any, channel: str
+    follower: StreamFollower, user_id: Any, reply: Message, layer: Any, channel: str | None
 ) -> None:
+    """Batches through the channel layer; while the layer is away, the row every
+    ``CHECKPOINT_MS`` (a little later, no less complete: the worker running the reply checkpoints
+    to the database whatever happens to the layer)."""
     reply_id = reply.pk
     try:
         _push_row(follower, reply)
         if reply.is_final:
             await follower.finished(await db.run(frames.finished_event, reply))
             return
-        await layer.group_send(
-            control_group(reply_id), {"type": "streamchat.watch", "reply": reply_id}
-        )
+        if channel is not None:
+            try:
+                await layer.group_send(
+                    control_group(reply_id), {"type": "streamchat.watch", "reply": reply_id}
+                )
+            except Exception as error:
+                layer_trouble("asking another worker for a reply", error)
+                await _leave(layer, reply_id, channel)
+                channel = None
         while not follower.closed:
-            message = await layer.receive(channel)
+            if channel is None:
+                await asyncio.sleep(app_settings.CHECKPOINT_MS / 1000)
+                try:
+                    fresh = await db.run(owned_reply, user_id, reply_id)
+                except DatabaseError:
+                    continue  # the database is away too: try again at the next interval
+                if fresh is None:
+                    await follower.finished(
+                        frames.deleted(reply_id, reply.conversation_id, reply.model, 0)
+                    )
+                    return
+                _push_row(follower, fresh)
+                if fresh.is_final:
+                    await follower.finished(await db.run(frames.finished_event, fresh))
+                    return
+                continue
+            try:
+                message = await layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                layer_trouble("following a reply in another worker", error)
+                await _leave(layer, reply_id, channel)
+                channel = None
+                continue
             kind = message.get("type")
             if kind == "streamchat.delta":
                 if message["base"] > follower.sent["delta"]:
@@ -299,10 +342,16 @@ async def _follow_remote(
         logger.exception("streamchat: following reply %s failed", reply_id)
         follower.close()
     finally:
-        try:
-            await layer.group_discard(reply_group(reply_id), channel)
-        except Exception:
-            logger.debug("streamchat: leaving the group of reply %s failed", reply_id)
+        await _leave(layer, reply_id, channel)
+
+
+async def _leave(layer: Any, reply_id: int, channel: str | None) -> None:
+    if channel is None:
+        return
+    try:
+        await layer.group_discard(reply_group(reply_id), channel)
+    except Exception:
+        logger.debug("streamchat: leaving the group of reply %s failed", reply_id)
 
 
 async def _catch_up(follower: StreamFollower, user_id: Any, reply: Message) -> bool:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from channels.layers import get_channel_layer
 
 from ..conf import app_settings
+from .layer import trouble as layer_trouble
 
 if TYPE_CHECKING:
     from .reply import ReplyRun
@@ -103,8 +104,8 @@ class Hub:
         try:
             await self.ensure_started()
             await get_channel_layer().group_add(control_group(reply_id), self.channel)
-        except Exception:
-            logger.exception("streamchat: reply %s cannot be reached from other workers", reply_id)
+        except Exception as error:  # it streams on; other workers cannot follow or stop it
+            layer_trouble("making a reply reachable from other workers", error)
 
     async def _leave(self, reply_id: int) -> None:
         try:
@@ -118,8 +119,8 @@ class Hub:
                 message = await layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a layer hiccup must not end the listener
-                logger.exception("streamchat engine listener: receive failed")
+            except Exception as error:  # the layer is away: try again, it must not end
+                layer_trouble("listening for other workers", error)
                 await asyncio.sleep(1)
                 continue
             run = self.runs.get(message.get("reply"))
@@ -138,13 +139,17 @@ class Hub:
         while True:
             try:
                 reaped = await db.run(reap_interrupted)
-                if reaped:
-                    await announce_interrupted(reaped)
                 await db.run(limits.reap_expired)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("streamchat: reaping interrupted replies failed")
+            else:
+                if reaped:
+                    try:
+                        await announce_interrupted(reaped)
+                    except Exception as error:  # followers catch up from the rows
+                        layer_trouble("announcing interrupted replies", error)
             await asyncio.sleep(max(1.0, app_settings.LEASE_SECONDS / 2))
 
 

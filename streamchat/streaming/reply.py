@@ -33,7 +33,7 @@ from ..models import Message, Usage
 from ..openrouter.client import ChatStream, open_stream
 from ..openrouter.errors import OpenRouterError
 from ..openrouter.events import ContentDelta, Finish, ReasoningDelta, UsageReport
-from . import db, frames, store
+from . import db, frames, layer, store
 from .context import estimate_prompt_tokens
 from .events import Finished, Follower, UsageFigures, error_from
 from .hub import Hub, conversation_group, reply_group
@@ -246,10 +246,12 @@ class ReplyRun:
                     )
                 except TimeoutError:
                     pass
+            if self.watched and self.length > published:
+                try:
+                    published = await self._publish_batch()
+                except Exception as error:  # the checkpoint below does not depend on it
+                    layer.trouble("publishing a reply to other workers", error)
             try:
-                if self.watched and self.length > published:
-                    published = self.length
-                    await self._publish_batch()
                 now = time.monotonic()
                 if now >= next_checkpoint:
                     next_checkpoint = now + every
@@ -263,19 +265,22 @@ class ReplyRun:
                 # A failed checkpoint is retried at the next tick; the reply goes on.
                 logger.exception("streamchat: checkpoint of reply %s failed", self.record.label)
 
-    async def _publish_batch(self) -> None:
+    async def _publish_batch(self) -> int:
+        """The text since the last checkpoint, to followers on other workers; its end."""
         from channels.layers import get_channel_layer
 
         base = self.saved_length
+        length = self.length
         await get_channel_layer().group_send(
             reply_group(self.reply_id),  # type: ignore[arg-type]
             {
                 "type": "streamchat.delta",
                 "reply": self.reply_id,
                 "base": base,
-                "text": self.text_from(base),
+                "text": self.text_from(base)[: length - base],
             },
         )
+        return length
 
     async def _checkpoint(self, renew: bool) -> None:
         length, reasoning_length = self.length, self.reasoning_length
@@ -407,8 +412,8 @@ class ReplyRun:
                 await layer.group_send(reply_group(self.reply_id), message)  # type: ignore[arg-type]
             if event.conversation_id is not None:
                 await layer.group_send(conversation_group(event.conversation_id), message)
-        except Exception:
-            logger.exception("streamchat: could not publish the end of reply %s", self.reply_id)
+        except Exception as error:
+            layer.trouble("publishing the end of a reply", error)
 
     def _log_end(self, status: str, finish_reason: str, usage_fields: dict[str, Any]) -> None:
         """One line per reply, with ids and figures: never its text, the question or a key."""
