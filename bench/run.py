@@ -100,7 +100,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument(
         "--budget",
         type=float,
-        help="seconds for the whole run (default 570, --quick 300; 0: none): a round that would "
+        help="seconds for the whole run (default 550, --quick 300; 0: none): a round that would "
         "end later is cut there (its unfinished replies reported as cut), later rounds skipped",
     )
     parser.add_argument("--no-probe", action="store_true", help="skip the short-reply probe")
@@ -123,7 +123,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         http_c = 5 if quick else 100
     http_dbs = (args.http_db or "sqlite").split(",")
     http_dbs = [db for db in http_dbs if db in dbs] or dbs[:1]
-    budget = args.budget if args.budget is not None else (300.0 if quick else 570.0)
+    budget = args.budget if args.budget is not None else (300.0 if quick else 550.0)
     return Config(
         quick=quick,
         dbs=dbs,
