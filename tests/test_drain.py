@@ -128,3 +128,40 @@ async def test_a_restarted_worker_reaps_without_waiting_for_a_socket(user, simul
         assert status == "interrupted"
     finally:
         second.stop()
+
+
+async def test_a_reply_killed_before_its_first_renewal_frees_its_slot_within_the_lease(
+    user, simulator
+):
+    """SIGKILL 'three seconds in', before any checkpoint renewed anything: the reservation's
+    first lease is already LEASE_SECONDS (not TOTAL_TIMEOUT), and the reaper that interrupts the
+    reply settles it, so a user with one stream slot can send again."""
+    from streamchat.models import RateLimit, Reservation
+
+    simulator.token_delay = 0.02
+    await ChatModel.objects.acreate(model_id=MODEL, enabled=True, is_default=True)
+    await RateLimit.objects.acreate(scope="user", user=user, concurrent_streams=1)
+    env = {"STREAMCHAT_LIVE_LEASE_SECONDS": "2", "STREAMCHAT_LIVE_CHECKPOINT_MS": "60000"}
+    first = DaphneServer(simulator=simulator, env=env)
+    try:
+        _, reply_id, _ = await start_reply(first, user, "killed-early")
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait(10)
+    finally:
+        first.stop()
+    second = DaphneServer(simulator=simulator, env=env)
+    try:
+        for _ in range(400):
+            reservation = await Reservation.objects.aget(message_id=reply_id)
+            if reservation.state == "settled":
+                break
+            await asyncio.sleep(0.05)
+        assert reservation.state == "settled"
+        assert (await Message.objects.aget(pk=reply_id)).status == "interrupted"
+        socket = await connect(second, await asession_cookie(user))
+        await send(socket, {"type": "send", "client_id": "again", "content": "Still there?"})
+        ack = await recv_until(socket, "ack")
+        _, finished = await read_reply(socket, ack["reply"], timeout=30)
+        assert finished["status"] == "complete"  # the slot was free
+    finally:
+        second.stop()
