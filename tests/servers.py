@@ -41,11 +41,24 @@ class ServerProcess:
     log_path: Path
     _log: Any
 
-    def _start(self, command: list[str], *, cwd: Path, env: dict[str, str], log: Path) -> None:
+    def _start(
+        self,
+        command: list[str],
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        log: Path,
+        new_session: bool = False,
+    ) -> None:
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115  (closed in stop())
         self.process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=new_session,
         )
         self._wait_until_listening()
 
@@ -86,9 +99,19 @@ class DaphneServer(ServerProcess):
     upstream."""
 
     def __init__(
-        self, *, simulator: Any = None, env: dict[str, str] | None = None, log: Path | None = None
+        self,
+        *,
+        simulator: Any = None,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+        port: int | None = None,
+        args: list[str] | None = None,
+        new_session: bool = False,
     ) -> None:
-        self.port = free_port()
+        """``port``: a given one (a restart behind a proxy), else a free one; ``args``: more
+        Daphne options (``--proxy-headers``); ``new_session``: out of the caller's process group
+        (a terminal's Ctrl-C reaches the caller alone, which stops the server in its turn)."""
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         environment = {
@@ -104,10 +127,11 @@ class DaphneServer(ServerProcess):
         environment.update(env or {})
         command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
         self._start(
-            [*command, "orchat_site.asgi:application"],
+            [*command, *(args or []), "orchat_site.asgi:application"],
             cwd=ROOT,
             env=environment,
             log=log or ROOT / "var" / f"daphne-{self.port}.log",
+            new_session=new_session,
         )
 
     def __enter__(self) -> DaphneServer:
