@@ -55,6 +55,10 @@ DEFAULTS: dict[str, Any] = {
     "GROUP_BATCH_MS": 100,
     # Cancel the reply when the socket that asked for it closes (default: the reply outlives it).
     "CANCEL_ON_DISCONNECT": False,
+    # Most websocket connections one user may hold open in one process (None: no cap). Above it
+    # the socket is accepted, then closed with code 4429 (docs/protocol.md). Counted per worker
+    # process: with N workers a user may hold up to N times this many.
+    "MAX_SOCKETS_PER_USER": 20,
     # --- Capacity ---------------------------------------------------------------------------
     # Most replies one process runs at once (None: no cap). Above it new sends are refused with
     # the error code "overloaded" and a retry hint, so the replies already running keep pace.

@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,10 @@ logger = logging.getLogger("streamchat.consumers")
 PROTOCOL_VERSION = 1
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_RESTARTING = 4012  # the worker stops (docs/protocol.md): reconnect and resume
+CLOSE_TOO_MANY_SOCKETS = 4429  # above MAX_SOCKETS_PER_USER in this process (docs/protocol.md)
+
+# Open sockets per user in this process (MAX_SOCKETS_PER_USER is a cap per worker).
+open_sockets: Counter[Any] = Counter()
 
 
 class RefusalLog:
@@ -75,6 +80,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if hub.draining:  # this worker stops: the page reconnects, to another worker
             await self.close(code=CLOSE_RESTARTING)
             return
+        cap = app_settings.MAX_SOCKETS_PER_USER
+        if cap is not None and open_sockets[self.user.pk] >= cap:
+            await self.close(code=CLOSE_TOO_MANY_SOCKETS)
+            if refusal_log.admit(self.user.pk) is not None:
+                logger.info(
+                    "websocket refused: user=%s has %d open (MAX_SOCKETS_PER_USER), closed %d",
+                    self.user.pk,
+                    open_sockets[self.user.pk],
+                    CLOSE_TOO_MANY_SOCKETS,
+                )
+            return
+        open_sockets[self.user.pk] += 1  # no await since the check: no other connect between
+        self.counted = True
         hub.sockets.add(self)  # a drain closes it (4012) once its replies are done
         # This worker's reaper runs from its first socket on (not only from its first reply).
         await hub.ensure_started()
@@ -83,6 +101,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         get_hub().sockets.discard(self)
+        if getattr(self, "counted", False):
+            self.counted = False
+            open_sockets[self.user.pk] -= 1
+            if open_sockets[self.user.pk] <= 0:
+                del open_sockets[self.user.pk]
         following = getattr(self, "following", {})
         for reply_id, follower in list(following.items()):
             follower.close()
@@ -117,18 +140,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 raise ChatError("message_too_large", f"Frames are limited to {limit} bytes.")
             try:
                 frame = json.loads(text_data)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested deeper than ~1000
                 raise ChatError("bad_json", "The frame is not valid JSON.") from None
             if not isinstance(frame, dict):
                 raise ChatError("bad_json", "The frame must be a JSON object.")
             kind = frame.get("type")
-            kind = kind if isinstance(kind, str) else None
-            if kind not in self.STARTS and not await self._session_still_valid():
-                # (A frame that starts a reply is checked in the engine's one database trip.)
-                raise ChatError("auth_expired", "Your session ended: log in again.")
-            handler = self.HANDLERS.get(kind) if kind is not None else None
+            handler = self.HANDLERS.get(kind) if isinstance(kind, str) else None
             if handler is None:
                 raise ChatError("unknown_type", "Unknown frame type.", field="type")
+            # Each handler checks its fields first (no database), then the session: a frame that
+            # starts a reply in the engine's one trip, the others with _check_session. So a
+            # flood of malformed frames is refused without touching the database.
             await handler(self, frame)
         except ChatError as error:
             if error.code == "auth_expired":
@@ -179,6 +201,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _session_still_valid(self) -> bool:
         return await db.run(self._session_check())
 
+    async def _check_session(self) -> None:
+        """``auth_expired`` unless the session is still valid (one database trip)."""
+        if not await self._session_still_valid():
+            raise ChatError("auth_expired", "Your session ended: log in again.")
+
     async def on_send(self, frame: dict[str, Any]) -> None:
         await self._start_reply(
             engine.asend,
@@ -223,6 +250,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_stop(self, frame: dict[str, Any]) -> None:
         reply_id = engine.validate_id(frame.get("reply"), "reply")
+        await self._check_session()
         if not await engine.astop(self.user, reply_id):
             raise ChatError("not_found", "No such streaming reply.")
 
@@ -231,10 +259,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         offset = frame.get("offset", 0)
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ChatError("invalid", "offset must be a whole number ≥ 0.", field="offset")
+        await self._check_session()
         await self._follow(reply_id, offset)  # type: ignore[arg-type]
 
     async def on_subscribe(self, frame: dict[str, Any]) -> None:
         conversation_id = engine.validate_id(frame.get("conversation"), "conversation")
+        await self._check_session()
         await db.run(store.owned_conversation, self.user.pk, conversation_id)
         await self._subscribe(conversation_id)  # type: ignore[arg-type]
 
@@ -246,6 +276,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
 
     async def on_ping(self, frame: dict[str, Any]) -> None:
+        await self._check_session()  # the page's periodic ping learns that a session ended
         await self.send_frame({"type": "pong"})
 
     HANDLERS = {
