@@ -133,14 +133,27 @@ STREAMCHAT = {
     "ENCRYPTION_KEYS": env_list("STREAMCHAT_ENCRYPTION_KEYS", ""),
 }
 
+# Each record is written once: one handler, on the root logger. (A handler on the `streamchat`
+# logger as well wrote each of its lines twice under Daphne, whose command line puts a handler on
+# the root logger; Django's own console handler did the same to Django's lines under DEBUG.) The
+# root logger's level is left as the server sets it (Daphne's -v: INFO by default; WARNING
+# without a server); streamchat's lines pass at STREAMCHAT_LOG_LEVEL whatever it is.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"line": {"format": "%(asctime)s %(levelname)-8s %(name)s %(message)s"}},
+    "filters": {"require_debug_false": {"()": "django.utils.log.RequireDebugFalse"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "line"},
+        "mail_admins": {  # as Django's default: errors mailed to ADMINS when DEBUG is off
+            "level": "ERROR",
+            "filters": ["require_debug_false"],
+            "class": "django.utils.log.AdminEmailHandler",
+        },
+    },
+    "root": {"handlers": ["console"]},
     "loggers": {
-        "streamchat": {
-            "handlers": ["console"],
-            "level": os.environ.get("STREAMCHAT_LOG_LEVEL", "INFO"),
-        }
+        "streamchat": {"level": os.environ.get("STREAMCHAT_LOG_LEVEL", "INFO")},
+        "django": {"handlers": ["mail_admins"], "level": "INFO"},  # written by the root's handler
     },
 }

@@ -5,9 +5,15 @@ bad client cannot flood the log."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
+import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.sessions.models import Session
@@ -16,6 +22,10 @@ from django.utils import timezone
 from streamchat import consumers
 from streamchat.models import ChatModel, Conversation, Message, RateLimit
 from streamchat.streaming.hub import get_hub
+from tests import servers
+from tests.live_ws import asession_cookie
+from tests.live_ws import connect as live_connect
+from tests.servers import ROOT, ServerProcess, free_port
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -164,3 +174,85 @@ def test_the_refusal_allowance_reports_what_it_left_out(monkeypatch):
     assert log.admit(8) == 0  # other users have their own allowance
     now[0] += 61
     assert log.admit(7) == 3  # the next window's first line says how many were left out
+
+
+# -- each line once (issue 15) -------------------------------------------------------------------
+# The demo's LOGGING as deployed: a Daphne process (whose command line configures the root logger
+# before Django configures LOGGING), and a process that only runs django.setup() (manage.py
+# commands, runserver). Each record is written exactly once, and streamchat's INFO lines are not
+# lost when the root logger is at WARNING (Daphne -v 0).
+
+
+class DemoDaphne(ServerProcess):
+    """Daphne serving the demo with the test database and ``daphne_args`` (e.g. ``-v 0``)."""
+
+    def __init__(self, *daphne_args: str, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",  # the demo's settings, LOGGING included
+            "DATABASE_URL": servers.test_database_url(),
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.pop("REDIS_URL", None)
+        env.pop("STREAMCHAT_LOG_LEVEL", None)
+        command = [sys.executable, "-m", "daphne", *daphne_args, "-b", "127.0.0.1"]
+        command += ["-p", str(self.port), "orchat_site.asgi:application"]
+        self._start(command, cwd=ROOT, env=env, log=log)
+
+
+@pytest.mark.parametrize("verbosity", [[], ["-v", "0"]], ids=["default", "v0"])
+async def test_each_log_line_is_written_once_under_daphne(user, tmp_path, verbosity):
+    with DemoDaphne(*verbosity, log=tmp_path / "daphne.log") as server:
+        socket = await live_connect(server, await asession_cookie(user))
+        await socket.send(json.dumps({"type": "launch"}))  # a refusal: an INFO line
+        assert json.loads(await asyncio.wait_for(socket.recv(), 10))["code"] == "unknown_type"
+        await socket.close()
+        async with httpx.AsyncClient(base_url=server.url) as client:  # Django's WARNING
+            assert (await client.get("/no-such-page-7731/")).status_code == 404
+        lines_of = server.log_path.read_text(errors="replace").splitlines
+        wanted = {
+            f"websocket connected: user={user.pk}": 1,
+            f"websocket frame refused: user={user.pk} type=- code=unknown_type": 1,
+            f"websocket closed: user={user.pk}": 1,
+            "Not Found: /no-such-page-7731/": 1,
+        }
+        for _ in range(200):  # the close is logged after the socket is gone
+            counts = {text: sum(text in line for line in lines_of()) for text in wanted}
+            if all(counts.values()):
+                break
+            await asyncio.sleep(0.05)
+        assert counts == wanted, server.log()
+
+
+SETUP_AND_LOG = """
+import logging, django
+django.setup()
+logging.getLogger("streamchat.consumers").info("marker-info-5521")
+logging.getLogger("streamchat").warning("marker-warning-5521")
+logging.getLogger("django.request").warning("marker-django-5521")
+logging.getLogger("some.library").info("marker-library-info-5521")
+"""
+
+
+@pytest.mark.once
+@pytest.mark.parametrize("debug", ["true", "false"])
+def test_each_log_line_is_written_once_without_a_server(debug):
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "orchat_site.settings", "DEBUG": debug}
+    env.pop("STREAMCHAT_LOG_LEVEL", None)
+    done = subprocess.run(
+        [sys.executable, "-c", SETUP_AND_LOG],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    output = done.stdout + done.stderr
+    for marker in ("marker-info-5521", "marker-warning-5521", "marker-django-5521"):
+        assert output.count(marker) == 1, output
+    assert "marker-library-info-5521" not in output  # the root logger stays at WARNING
+    assert "INFO     streamchat.consumers marker-info-5521" in output  # level and logger named
