@@ -40,3 +40,28 @@ def test_readme_settings_table_matches_the_defaults():
     for name, default in DEFAULTS.items():
         assert name in rows, f"README.md's settings table lacks {name}"
         assert rows[name] == repr(default), f"README.md shows {rows[name]} for {name}"
+
+
+@pytest.mark.once
+def test_readme_daphne_options_exist_with_the_defaults_it_names():
+    """The Daphne rows of README's "Slow clients and server timeouts" table name real options,
+    and where a row says "its default" the value is Daphne's default."""
+    from daphne.cli import CommandLineInterface
+
+    actions = CommandLineInterface().parser._option_string_actions
+    section = README.read_text().split("### Slow clients and server timeouts", 1)[1]
+    rows = re.findall(r"^\| Daphne \| ([^|]+) \| ([^|]+) \|", section, re.M)
+    assert len(rows) >= 3, rows
+    for options, recommended in rows:
+        names = re.findall(r"`(--[a-z_-]+)`", options)
+        values = re.findall(r"`([^`]+)`", recommended)
+        assert names, options
+        for name in names:
+            assert name in actions, f"daphne has no option {name}"
+        if "its default" in recommended:
+            defaults = [actions[name].default for name in names]
+            if recommended.strip().startswith("unset"):
+                shown: list[int | None] = [None] * len(names)
+            else:
+                shown = [int(value) for value in values[: len(names)]]
+            assert defaults == shown, (names, defaults, recommended)
