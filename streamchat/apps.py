@@ -13,7 +13,10 @@ class StreamchatConfig(AppConfig):
         from . import (
             checks,  # noqa: F401  (registers the system checks)
             seeding,
+            snapshots,
         )
+
+        snapshots.connect_signals()
 
         # The API_KEY setting (OPENROUTER_API_KEY in the demo) becomes an encrypted ApiKey row
         # on the first migrate, when there is none yet.

@@ -69,6 +69,10 @@ DEFAULTS: dict[str, Any] = {
     # ends the rest "interrupted" with all their text; keep the service manager's stop timeout
     # longer (docs/deploy.md).
     "DRAIN_SECONDS": 30.0,
+    # How long (s) a worker keeps the enabled models, usable API keys and rate-limit rules it
+    # read (every send needs them). Changes apply at once in the process that saves them, and
+    # within this time in the others; 0 reads them for every send.
+    "CONFIG_CACHE_SECONDS": 2.0,
     # Threads per process for the engine's database work, each keeping one connection open.
     # None: 1 on SQLite (its writers take turns anyway), 4 on other databases.
     "DATABASE_THREADS": None,

@@ -25,6 +25,10 @@ STREAMCHAT = {  # noqa: F405
 for _name in ("LEASE_SECONDS", "CHECKPOINT_MS"):
     if os.environ.get(f"STREAMCHAT_LIVE_{_name}"):
         STREAMCHAT[_name] = int(os.environ[f"STREAMCHAT_LIVE_{_name}"])
+if os.environ.get("STREAMCHAT_LIVE_BASE_URL"):
+    # A live server: the test changes models, keys and limits from its own process, whose saves
+    # cannot clear this process's snapshots.
+    STREAMCHAT["CONFIG_CACHE_SECONDS"] = 0
 # A live server stopped at the end of a test drains briefly (drain tests set their own).
 STREAMCHAT["DRAIN_SECONDS"] = float(os.environ.get("STREAMCHAT_LIVE_DRAIN_SECONDS") or 2)
 

@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirec
 from django.urls import URLPattern, path, reverse
 from django.utils.translation import gettext_lazy as _
 
+from .. import snapshots
 from ..forms import ChatModelForm, ChatModelListForm
 from ..models import ChatModel
 from ..openrouter.errors import OpenRouterError
@@ -101,6 +102,7 @@ class ChatModelAdmin(admin.ModelAdmin):
     @admin.action(description=_("Enable selected models"), permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[ChatModel]) -> None:
         count = queryset.update(enabled=True)
+        snapshots.clear_all()  # a bulk update sends no signals
         self.message_user(
             request, _("%(count)d model(s) enabled.") % {"count": count}, messages.SUCCESS
         )
@@ -117,6 +119,7 @@ class ChatModelAdmin(admin.ModelAdmin):
             )
             queryset = queryset.exclude(pk=default.pk)
         count = queryset.update(enabled=False)
+        snapshots.clear_all()  # a bulk update sends no signals
         self.message_user(
             request, _("%(count)d model(s) disabled.") % {"count": count}, messages.SUCCESS
         )

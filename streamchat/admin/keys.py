@@ -15,7 +15,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters
 
-from .. import crypto
+from .. import crypto, snapshots
 from ..forms import ApiKeyForm
 from ..models import ApiKey
 from ..openrouter.errors import OpenRouterError
@@ -214,6 +214,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description=_("Activate selected keys"))
     def activate(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         count = queryset.update(is_active=True)
+        snapshots.clear_all()  # a bulk update sends no signals
         self.message_user(
             request, _("%(count)d key(s) activated.") % {"count": count}, messages.SUCCESS
         )
@@ -221,6 +222,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description=_("Disable selected keys"))
     def deactivate(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         count = queryset.update(is_active=False)
+        snapshots.clear_all()  # a bulk update sends no signals
         self.message_user(
             request, _("%(count)d key(s) disabled.") % {"count": count}, messages.SUCCESS
         )

@@ -76,6 +76,7 @@ def admit(
     then: Callable[[Reservation], T] | None = None,
     unlimited_rows: bool = True,
     lease_seconds: float | None = None,
+    limits: EffectiveLimits | None = None,
 ) -> tuple[Reservation, T | None]:
     """Admit one upstream request or refuse it, before the call; on admission run
     ``then(reservation)`` in the same transaction, just before the reservation is saved (so it can
@@ -85,7 +86,8 @@ def admit(
     transaction: when ``then`` raises, nothing of the admission is kept either, and the
     exception propagates. It may run more than once (a locked database is retried), always in a
     fresh transaction. ``lease_seconds``: the first lease, for a caller that renews it (default:
-    ``TOTAL_TIMEOUT`` + ``LEASE_SECONDS``, for one that does not). ``unlimited_rows=False`` stores
+    ``TOTAL_TIMEOUT`` + ``LEASE_SECONDS``, for one that does not). ``limits``: the user's
+    ``EffectiveLimits`` when the caller has them already. ``unlimited_rows=False`` stores
     no reservation for a user with no limit at all (nothing to count and no slot to hold; the
     request's Usage row still records it): the returned reservation is unsaved, and settling or
     releasing it does nothing.
@@ -122,7 +124,7 @@ def admit(
     try:
         refusal = _admit(
             request,
-            EffectiveLimits() if exempt else effective_limits(user),
+            EffectiveLimits() if exempt else limits or effective_limits(user),
             run_then,
             unlimited_rows,
             lease_seconds,

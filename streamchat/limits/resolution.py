@@ -68,6 +68,23 @@ def effective_limits(user: Any) -> EffectiveLimits:
     return _from_row(next(iter(by_scope.get(RateLimit.Scope.DEFAULT, [])), None))
 
 
+def effective_limits_from(rules: dict[str, Any], user: Any) -> EffectiveLimits:
+    """``effective_limits`` from a snapshot of every rule (``snapshots.limit_rules``): the same
+    answer, and no query unless group rules exist (then one, for the user's groups)."""
+    own = rules["user"].get(getattr(user, "pk", None))
+    if own is not None:
+        return _from_row(own)
+    if rules["group"] and getattr(user, "pk", None):
+        groups = [rules["group"][pk] for pk in _group_ids(user) if pk in rules["group"]]
+        if groups:
+            values: dict[str, Any] = {}
+            for name in LIMIT_FIELDS:
+                candidates = [getattr(row, name) for row in groups]
+                values[name] = None if None in candidates else max(candidates)
+            return EffectiveLimits(**values, scope=RateLimit.Scope.GROUP)
+    return _from_row(rules["default"])
+
+
 async def aeffective_limits(user: Any) -> EffectiveLimits:
     limits: EffectiveLimits = await database_sync_to_async(effective_limits)(user)
     return limits
@@ -75,7 +92,7 @@ async def aeffective_limits(user: Any) -> EffectiveLimits:
 
 def _group_ids(user: Any) -> Any:
     groups = getattr(user, "groups", None)  # a custom user model may have no groups
-    return groups.values("pk") if groups is not None else []
+    return groups.values_list("pk", flat=True) if groups is not None else []
 
 
 def _from_row(row: RateLimit | None) -> EffectiveLimits:

@@ -16,10 +16,11 @@ from typing import Any
 
 from django.db import IntegrityError
 
-from .. import limits
+from .. import limits, snapshots
 from ..conf import app_settings
 from ..exceptions import ChatError
-from ..keys import KeyChoice, usable_keys
+from ..keys import KeyChoice
+from ..limits.resolution import effective_limits_from
 from ..models import Message, Reservation
 from ..openrouter.client import ChatRequest
 from . import completions, store
@@ -109,7 +110,7 @@ def make_plan(
     messages, create = _prepare(user.pk, ask, choice, options, client_id)
     prompt_tokens = estimate_prompt_tokens(messages)
     max_tokens = reply_token_cap(options, choice, prompt_tokens)
-    keys = usable_keys()
+    keys = snapshots.usable_keys.get()
     try:
         reservation, rows = limits.admit(
             user,
@@ -122,6 +123,7 @@ def make_plan(
             then=create,
             unlimited_rows=False,
             lease_seconds=float(app_settings.LEASE_SECONDS),  # renewed at checkpoints
+            limits=effective_limits_from(snapshots.limit_rules.get(), user),
         )
     except IntegrityError:
         # A concurrent delivery of the same client id won the race: answer with its rows.

@@ -19,11 +19,11 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from .. import limits, pricing, signals
+from .. import limits, pricing, signals, snapshots
 from ..conf import app_settings
 from ..exceptions import ChatError, not_found
 from ..keys import KeyChoice, record_key_used
-from ..models import ChatModel, Conversation, Message, Reservation, Usage
+from ..models import Conversation, Message, Reservation, Usage
 
 logger = logging.getLogger("streamchat.streaming")
 
@@ -64,16 +64,17 @@ class NewReply:
 
 
 def choose_model(requested: str | None) -> ModelChoice:
-    """The enabled model asked for, else the default one; ``model_unavailable`` otherwise."""
-    enabled = ChatModel.objects.filter(enabled=True)
+    """The enabled model asked for, else the default one; ``model_unavailable`` otherwise.
+    (The enabled models come from this process's snapshot: ``streamchat.snapshots``.)"""
+    enabled = snapshots.enabled_models.get()  # ordered: the default first
     if requested:
-        row = enabled.filter(model_id=requested).first()
+        row = next((m for m in enabled if m.model_id == requested), None)
         if row is None:
-            if not enabled.exists() and requested == app_settings.DEFAULT_MODEL:
+            if not enabled and requested == app_settings.DEFAULT_MODEL:
                 return ModelChoice(model_id=requested)
             raise ChatError("model_unavailable", "This model is not available.", field="model")
     else:
-        row = enabled.first()  # ordered default first
+        row = enabled[0] if enabled else None
         if row is None:
             return ModelChoice(model_id=app_settings.DEFAULT_MODEL)
     return ModelChoice(
