@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -160,15 +161,24 @@ MALFORMED: list[tuple[str, str, str | None]] = [
 FLOOD = 200
 
 
+# The worker's reaper sweeps the database on its own schedule, whatever the sockets do.
+BACKGROUND = frozenset({"reap_interrupted", "reap_expired", "finished_frames"})
+
+
 class StatementLog:
     """Every statement on every connection opened from now on, on any thread (the engine's
-    database threads and asgiref's; connections already open are closed first)."""
+    database threads and asgiref's; connections already open are closed first), except the
+    reaper's background sweeps."""
 
     def __init__(self) -> None:
         self.statements: list[str] = []
 
     def wrapper(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        self.statements.append(sql)
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_code.co_name not in BACKGROUND:
+            frame = frame.f_back  # type: ignore[assignment]
+        if frame is None:
+            self.statements.append(sql)
         return execute(sql, params, many, context)
 
     def on_connect(self, sender: Any, connection: Any, **kwargs: Any) -> None:
