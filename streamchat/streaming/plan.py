@@ -134,12 +134,18 @@ def make_plan(
     except limits.LimitError as refused:
         raise ChatError(refused.code, refused.message, retry_after=refused.retry_after) from None
     temperature = options.temperature if options.temperature is not None else choice.temperature
+    record = (
+        StoredReply(rows.reply_id, rows.conversation_id, rows.message_id)
+        if rows is not None
+        else UnstoredExchange()
+    )
     request = ChatRequest(
         model=choice.model_id,
         messages=messages,
         fallback_models=list(choice.fallback_models),
         temperature=temperature,
         max_tokens=max_tokens,
+        label=record.label,
     )
     return Plan(
         user_id=user.pk,
@@ -149,9 +155,7 @@ def make_plan(
         request=request,
         keys=keys,
         reservation=reservation,
-        record=StoredReply(rows.reply_id, rows.conversation_id, rows.message_id)
-        if rows is not None
-        else UnstoredExchange(),
+        record=record,
         started=_started(rows, client_id, choice.model_id) if rows is not None else None,
     )
 
