@@ -7,6 +7,7 @@ the channel layer from another). Frames come from ``streaming.frames``, shared w
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -15,15 +16,20 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, load_backend
+from django.db import DatabaseError
 from django.utils.crypto import constant_time_compare
 
 from .conf import app_settings
-from .exceptions import ChatError
+from .exceptions import ChatError, unavailable
 from .streaming import db, engine, follow, frames, store
 from .streaming.follow import StreamFollower
 from .streaming.hub import conversation_group, get_hub
+from .streaming.layer import trouble as layer_trouble
 
 logger = logging.getLogger("streamchat.consumers")
 
@@ -65,6 +71,33 @@ refusal_log = RefusalLog()
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Channels' consumer loop, except that a channel layer (Redis) that goes away does not
+        end the socket: its receive is retried until the layer is back."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.base_send = send
+        sources = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            sources.append(self._receive_from_layer)
+        try:
+            await await_many_dispatch(sources, self.dispatch)
+        except StopConsumer:
+            pass
+
+    async def _receive_from_layer(self) -> Any:
+        delay = 0.5
+        while True:
+            try:
+                return await self.channel_layer.receive(self.channel_name)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                layer_trouble("receiving a socket's events", error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
     async def connect(self) -> None:
         self.user = self.scope.get("user")
         self.following: dict[int, StreamFollower] = {}  # reply id -> its follower on this socket
@@ -113,9 +146,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if reply is not None and app_settings.CANCEL_ON_DISCONNECT:
                 reply.stop()
         for conversation_id in getattr(self, "subscribed", set()):
-            await self.channel_layer.group_discard(
-                conversation_group(conversation_id), self.channel_name
-            )
+            try:
+                await self.channel_layer.group_discard(
+                    conversation_group(conversation_id), self.channel_name
+                )
+            except Exception as error:  # the group expires on its own
+                layer_trouble("unsubscribing a closed socket", error)
         if getattr(self, "user", None) is not None and self.user.is_authenticated:
             logger.info("websocket closed: user=%s code=%s", self.user.pk, code)
 
@@ -151,7 +187,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # Each handler checks its fields first (no database), then the session: a frame that
             # starts a reply in the engine's one trip, the others with _check_session. So a
             # flood of malformed frames is refused without touching the database.
-            await handler(self, frame)
+            try:
+                await handler(self, frame)
+            except DatabaseError as failure:  # a database blip: refuse this frame, keep the socket
+                logger.warning("websocket frame refused: the database failed (%s)", failure)
+                raise unavailable() from None
         except ChatError as error:
             if error.code == "auth_expired":
                 await self._end_session(error, frame)
@@ -270,10 +310,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _subscribe(self, conversation_id: int) -> None:
         if conversation_id not in self.subscribed:
+            try:
+                await self.channel_layer.group_add(
+                    conversation_group(conversation_id), self.channel_name
+                )
+            except Exception as error:  # the layer is away: other tabs' events are missed
+                layer_trouble("subscribing a socket to a conversation", error)
+                return
             self.subscribed.add(conversation_id)
-            await self.channel_layer.group_add(
-                conversation_group(conversation_id), self.channel_name
-            )
 
     async def on_ping(self, frame: dict[str, Any]) -> None:
         await self._check_session()  # the page's periodic ping learns that a session ended
