@@ -9,7 +9,7 @@ PORT ?= 8000
 SIM_PORT ?= 8765
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: run test test-sqlite test-postgres install lint wheel clean bench bench-quick
+.PHONY: run cluster test test-sqlite test-postgres install lint wheel clean bench bench-quick
 
 install: $(STAMP)
 
@@ -33,6 +33,14 @@ run: install
 	fi; \
 	echo "Serving on http://$(HOST):$(PORT)/"; \
 	$(PY) -m daphne -b $(HOST) -p $(PORT) orchat_site.asgi:application
+
+# The demo as docs/deploy.md runs it: nginx (deploy/nginx.conf, its own process, on $(PORT)) in
+# front of two Daphne workers (8001, 8002) on this machine's PostgreSQL (database
+# streamchat_cluster, created if missing, migrated) and Redis, plus the simulator when
+# OPENROUTER_API_KEY is not set. In the foreground; Ctrl-C or SIGTERM drains the workers and
+# stops everything. Needs nginx (apt-get install nginx), PostgreSQL and Redis on loopback.
+cluster: install
+	PORT=$(PORT) SIM_PORT=$(SIM_PORT) $(PY) -m tests.cluster
 
 # Lint, then the whole suite on SQLite, then (everything that touches the ORM) on PostgreSQL.
 test: install

@@ -25,7 +25,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -476,7 +475,9 @@ def main() -> int:
         "DATABASE_URL": postgres_url(MAKE_DATABASE),
     }
     children: list[subprocess.Popen[bytes]] = []
-    directory = Path(tempfile.mkdtemp(prefix="streamchat-cluster-"))
+    directory = ROOT / "var" / "cluster"  # logs of this run (the last run's are wiped)
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
     if not os.environ.get("OPENROUTER_API_KEY"):
         print(f"OPENROUTER_API_KEY is not set: replies come from the simulator on {sim_port}.")
         simulator = subprocess.Popen(
