@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.db import connection
 from django.db.backends.signals import connection_created
 from django.test.utils import CaptureQueriesContext
@@ -75,7 +76,7 @@ async def one_reply(socket: Any, client_id: str) -> tuple[str, dict[str, Any]]:
 async def test_a_replys_statements_do_not_grow_with_its_length(
     user_factory: Any, chat_socket: Any, simulator: Any, engine_statements: StatementLog
 ) -> None:
-    socket = await chat_socket(await asyncio.to_thread(user_factory))
+    socket = await chat_socket(await sync_to_async(user_factory)())
     simulator.next_reply("Warm-up: the reaper's first round and the login are not counted.")
     await one_reply(socket, "warm-up")
     engine_statements.statements.clear()
@@ -120,8 +121,8 @@ async def test_beyond_max_active_replies_sends_are_overloaded(
 ) -> None:
     settings.STREAMCHAT = {**settings.STREAMCHAT, "MAX_ACTIVE_REPLIES": 1}
     simulator.config.token_delay = 0.02
-    first = await chat_socket(await asyncio.to_thread(user_factory))
-    second = await chat_socket(await asyncio.to_thread(user_factory))
+    first = await chat_socket(await sync_to_async(user_factory)())
+    second = await chat_socket(await sync_to_async(user_factory)())
     simulator.next_reply(" ".join(f"w{n}" for n in range(40)))
     await first.send({"type": "send", "client_id": "a", "content": "Hi", "conversation": None})
     ack = await first.recv_until("ack")
@@ -148,7 +149,7 @@ async def test_beyond_max_active_replies_sends_are_overloaded(
 async def test_the_engine_threads_keep_their_connections(
     user_factory: Any, chat_socket: Any, simulator: Any, engine_statements: StatementLog
 ) -> None:
-    socket = await chat_socket(await asyncio.to_thread(user_factory))
+    socket = await chat_socket(await sync_to_async(user_factory)())
     simulator.next_reply("Warm-up.")
     await one_reply(socket, "warm-up")
     engine_statements.connections = 0

@@ -59,7 +59,16 @@ class DatabaseThreads:
         self._jobs.put((function, loop, future))
         return future
 
+    def start(self) -> None:
+        """Start the threads now (each opens its connection), not at the first reply: the first
+        reply after a deploy does not wait for connection set-up."""
+        self._ensure_threads()
+
     def _work(self) -> None:
+        try:
+            connections["default"].ensure_connection()
+        except Exception:  # the database is away: the first call connects (or says why)
+            pass
         while True:
             job = self._jobs.get()
             if job is _STOP:

@@ -73,6 +73,9 @@ class Hub:
             raise
 
     async def _start(self) -> None:
+        from . import db
+
+        db.get_threads().start()  # connections open before the first reply needs them
         layer = get_channel_layer()
         # The default prefix matters: channels_redis multiplexes all of a process's channels on
         # one Redis list per prefix and serves one receiver per list at a time.
