@@ -594,12 +594,6 @@ async def test_sigkill_mid_reply_loses_at_most_one_checkpoint_interval(
 # -- (e) Redis cut --------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="needs Redis outage handling: the consumer's own channel receive raises "
-    "redis ConnectionError when Redis is cut, Channels ends the consumer and Daphne closes its "
-    "socket 1011 (seen about one run in two)",
-)
 async def test_redis_cut_mid_reply_the_reply_completes_to_its_socket(
     running: Cluster, sim: Any
 ) -> None:
