@@ -476,12 +476,6 @@ class Page:
             await self.socket.close()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="needs drain: Daphne's own before-shutdown trigger (kill_all_applications) cancels the "
-    "consumers while the drain runs, so a send being admitted at that moment leaves its row "
-    "streaming for the reaper (seen about one run in three)",
-)
 async def test_rolling_restart_loses_no_reply_and_leaves_none_streaming(
     running: Cluster, sim: Any
 ) -> None:

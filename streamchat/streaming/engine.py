@@ -10,6 +10,7 @@ show the reply they pass a follower (``follow.StreamFollower``), which sees it f
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -280,27 +281,64 @@ async def _start(
             "The server is busy: too many replies are running. Try again in a moment.",
             retry_after=app_settings.OVERLOADED_RETRY_AFTER,
         )
+    # Admission runs to its end even if the caller is cancelled meanwhile (a socket closed, a
+    # worker shutting down): rows it commits always get their reply.
+    task = hub.spawn(
+        _admit_and_launch(
+            hub,
+            user,
+            ask,
+            client_id=client_id,
+            model=model,
+            options=options,
+            source=source,
+            follower=follower,
+            session_valid=session_valid,
+        )
+    )
     hub.admitting += 1
-    try:
-        try:
-            plan = await db.run(
-                make_plan,
-                user,
-                ask,
-                client_id=client_id,
-                model=model,
-                options=options,
-                source=source,
-                session_valid=session_valid,
-            )
-        except DatabaseError as error:
-            logger.warning("streamchat: a send was refused: the database failed (%s)", error)
-            raise unavailable() from None
-        if isinstance(plan, Started):
-            return _again(plan, follower)
-        reply = launch(plan, follower)
-    finally:
+    task.add_done_callback(_admitted(hub))
+    return await asyncio.shield(task)
+
+
+def _admitted(hub: Any) -> Callable[[asyncio.Task[Accepted]], None]:
+    def done(task: asyncio.Task[Accepted]) -> None:
         hub.admitting -= 1
+        if not task.cancelled():
+            task.exception()  # retrieved: a refusal nobody waits for any more is no error
+
+    return done
+
+
+async def _admit_and_launch(
+    hub: Any,
+    user: Any,
+    ask: Ask,
+    *,
+    client_id: str,
+    model: str | None,
+    options: Options,
+    source: str,
+    follower: Follower | None,
+    session_valid: Callable[[], bool] | None,
+) -> Accepted:
+    try:
+        plan = await db.run(
+            make_plan,
+            user,
+            ask,
+            client_id=client_id,
+            model=model,
+            options=options,
+            source=source,
+            session_valid=session_valid,
+        )
+    except DatabaseError as error:
+        logger.warning("streamchat: a send was refused: the database failed (%s)", error)
+        raise unavailable() from None
+    if isinstance(plan, Started):
+        return _again(plan, follower)
+    reply = launch(plan, follower)
     if plan.started is not None:
         hub.spawn(_announce(plan.started))
         return Accepted(plan.started, reply)

@@ -114,15 +114,42 @@ def install_daphne_hooks() -> bool:
         return False
     from twisted.internet import defer
 
+    # Daphne's own "before shutdown" trigger cancels every application instance at once; run
+    # it after the drain instead, so sockets keep their consumers (frames answered, a send
+    # being admitted launched) while replies finish.
+    daphne_kill: list[Any] = []
+
     def start() -> None:
+        daphne_kill.extend(_take_daphne_kill(reactor))
         asyncio.ensure_future(_start_hub())
 
+    async def drain_then_kill() -> None:
+        await _drain_logged()
+        for kill in daphne_kill:
+            result = kill()
+            if isinstance(result, defer.Deferred):
+                await result.asFuture(asyncio.get_running_loop())
+
     def stop() -> Any:
-        return defer.Deferred.fromFuture(asyncio.ensure_future(_drain_logged()))
+        return defer.Deferred.fromFuture(asyncio.ensure_future(drain_then_kill()))
 
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     return True
+
+
+def _take_daphne_kill(reactor: Any) -> list[Any]:
+    """Remove Daphne's ``kill_all_applications`` shutdown trigger; the calls that run it."""
+    event = getattr(reactor, "_eventTriggers", {}).get("shutdown")
+    if event is None:
+        return []
+    taken = []
+    for trigger in list(event.before):
+        function, args, kwargs = trigger
+        if getattr(function, "__name__", "") == "kill_all_applications":
+            event.before.remove(trigger)
+            taken.append(lambda f=function, a=args, k=kwargs: f(*a, **k))
+    return taken
 
 
 async def _start_hub() -> None:
