@@ -11,7 +11,12 @@ from django.contrib.auth import get_user_model
 from streamchat.models import Conversation
 from tests.services import require_service
 
-pytest_plugins = ["tests.simulator_fixtures", "tests.live_fixtures", "tests.http_helpers"]
+pytest_plugins = [
+    "tests.simulator_fixtures",
+    "tests.live_fixtures",
+    "tests.http_helpers",
+    "tests.db_statements",
+]
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 

@@ -10,19 +10,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
-from django.db.backends.signals import connection_created
 from django.test.utils import CaptureQueriesContext
 
 from streamchat.models import Conversation, Message
 from streamchat.streaming import db
 from streamchat.streaming.hub import get_hub
 from streamchat.streaming.store import StoredReply
+from tests.db_statements import StatementLog
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -32,34 +31,6 @@ def _upstream(simulator_settings: Any, settings: Any) -> Any:
     # Checkpoints far apart: a reply's own statements are what is counted.
     settings.STREAMCHAT = {**settings.STREAMCHAT, "CHECKPOINT_MS": 60_000}
     return simulator_settings
-
-
-class StatementLog:
-    """Every statement and every connection opened on the engine's database threads."""
-
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-        self.connections = 0
-
-    def wrapper(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        self.statements.append(sql)
-        return execute(sql, params, many, context)
-
-    def on_connect(self, sender: Any, connection: Any, **kwargs: Any) -> None:
-        self.connections += 1
-        connection.execute_wrappers.append(self.wrapper)
-
-
-@pytest.fixture
-def engine_statements() -> Iterator[StatementLog]:
-    log = StatementLog()
-    db.close_connections()  # the threads reconnect, now with the wrapper
-    connection_created.connect(log.on_connect)
-    try:
-        yield log
-    finally:
-        connection_created.disconnect(log.on_connect)
-        db.close_connections()
 
 
 async def one_reply(socket: Any, client_id: str) -> tuple[str, dict[str, Any]]:
@@ -74,20 +45,20 @@ async def one_reply(socket: Any, client_id: str) -> tuple[str, dict[str, Any]]:
 
 
 async def test_a_replys_statements_do_not_grow_with_its_length(
-    user_factory: Any, chat_socket: Any, simulator: Any, engine_statements: StatementLog
+    user_factory: Any, chat_socket: Any, simulator: Any, statements: StatementLog
 ) -> None:
     socket = await chat_socket(await sync_to_async(user_factory)())
     simulator.next_reply("Warm-up: the reaper's first round and the login are not counted.")
     await one_reply(socket, "warm-up")
-    engine_statements.statements.clear()
+    statements.statements.clear()
     simulator.next_reply("Short.")
     await one_reply(socket, "short")
-    short = len(engine_statements.statements)
-    engine_statements.statements.clear()
+    short = len(statements.statements)
+    statements.statements.clear()
     simulator.next_reply(" ".join(f"word{n}" for n in range(300)))
     text, finished = await one_reply(socket, "long")
     assert finished["status"] == "complete" and len(text) > 1000
-    assert len(engine_statements.statements) == short  # not one more for 300 more tokens
+    assert len(statements.statements) == short  # not one more for 300 more tokens
 
 
 def test_a_checkpoint_appends_only_the_new_text(conversation_factory: Any) -> None:
@@ -147,16 +118,16 @@ async def test_beyond_max_active_replies_sends_are_overloaded(
 
 
 async def test_the_engine_threads_keep_their_connections(
-    user_factory: Any, chat_socket: Any, simulator: Any, engine_statements: StatementLog
+    user_factory: Any, chat_socket: Any, simulator: Any, statements: StatementLog
 ) -> None:
     socket = await chat_socket(await sync_to_async(user_factory)())
     simulator.next_reply("Warm-up.")
     await one_reply(socket, "warm-up")
-    engine_statements.connections = 0
+    statements.connections = 0
     replies = 2 * db.get_threads().size
     for n in range(replies):
         simulator.next_reply(f"Reply {n}.")
         await one_reply(socket, f"r{n}")
     # Each reply makes at least two trips (its plan, its end): a connection per trip would open
     # four times as many as there are threads.
-    assert engine_statements.connections <= db.get_threads().size
+    assert statements.connections <= db.get_threads().size

@@ -15,15 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.sessions.models import Session
 from django.db import connections
-from django.db.backends.signals import connection_created
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
@@ -31,8 +28,8 @@ from websockets.exceptions import ConnectionClosed
 from streamchat import consumers
 from streamchat.models import Message
 from streamchat.simulator.replies import long_reply
-from streamchat.streaming import db
 from streamchat.streaming.hub import get_hub
+from tests.db_statements import StatementLog
 from tests.live_ws import asession_cookie, connect, recv_until, send
 from tests.servers import DaphneServer
 
@@ -159,42 +156,6 @@ MALFORMED: list[tuple[str, str, str | None]] = [
     ('{"type": "subscribe", "conversation": null}', "invalid", "conversation"),
 ]
 FLOOD = 200
-
-
-# The worker's reaper sweeps the database on its own schedule, whatever the sockets do.
-BACKGROUND = frozenset({"reap_interrupted", "reap_expired", "finished_frames"})
-
-
-class StatementLog:
-    """Every statement on every connection opened from now on, on any thread (the engine's
-    database threads and asgiref's; connections already open are closed first), except the
-    reaper's background sweeps."""
-
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-
-    def wrapper(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        frame = sys._getframe(1)
-        while frame is not None and frame.f_code.co_name not in BACKGROUND:
-            frame = frame.f_back  # type: ignore[assignment]
-        if frame is None:
-            self.statements.append(sql)
-        return execute(sql, params, many, context)
-
-    def on_connect(self, sender: Any, connection: Any, **kwargs: Any) -> None:
-        connection.execute_wrappers.append(self.wrapper)
-
-
-@pytest.fixture
-def statements() -> Iterator[StatementLog]:
-    log = StatementLog()
-    db.close_connections()
-    connection_created.connect(log.on_connect)
-    try:
-        yield log
-    finally:
-        connection_created.disconnect(log.on_connect)
-        db.close_connections()
 
 
 async def flood(socket: Any) -> list[tuple[str, str | None]]:
