@@ -105,7 +105,7 @@ async def test_a_reply_longer_than_the_drain_ends_interrupted_with_all_it_sent(u
         worker.stop()
 
 
-async def test_a_restarted_worker_reaps_without_waiting_for_a_socket(user, simulator):
+async def test_st05_a_restarted_worker_reaps_without_waiting_for_a_socket(user, simulator):
     """A worker SIGKILLed mid-reply; the next worker to start marks the reply interrupted on its
     own (its engine starts with the server), before any socket connects."""
     simulator.token_delay = 0.02
@@ -130,7 +130,7 @@ async def test_a_restarted_worker_reaps_without_waiting_for_a_socket(user, simul
         second.stop()
 
 
-async def test_a_reply_killed_before_its_first_renewal_frees_its_slot_within_the_lease(
+async def test_rl04_a_reply_killed_before_its_first_renewal_frees_its_slot_within_the_lease(
     user, simulator
 ):
     """SIGKILL 'three seconds in', before any checkpoint renewed anything: the reservation's

@@ -44,7 +44,7 @@ async def one_reply(socket: Any, client_id: str) -> tuple[str, dict[str, Any]]:
     return text, finished
 
 
-async def test_a_replys_statements_do_not_grow_with_its_length(
+async def test_st15_a_replys_statements_do_not_grow_with_its_length(
     user_factory: Any, chat_socket: Any, simulator: Any, statements: StatementLog
 ) -> None:
     socket = await chat_socket(await sync_to_async(user_factory)())
