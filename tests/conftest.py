@@ -90,6 +90,13 @@ class ChatSocket:
             if frame["type"] == type_ and all(frame.get(k) == v for k, v in match.items()):
                 return frame
 
+    async def recv_until_any(self, *types: str, timeout: float = 5) -> dict[str, Any]:
+        """The first frame of any of ``types``."""
+        while True:
+            frame = await self.recv(timeout)
+            if frame["type"] in types:
+                return frame
+
     async def text_of_at_least(self, chars: int, timeout: float = 5) -> str:
         """The reply text received until it holds ``chars`` characters (a reply in progress)."""
         text = ""

@@ -131,3 +131,23 @@ async def test_the_engine_threads_keep_their_connections(
     # Each reply makes at least two trips (its plan, its end): a connection per trip would open
     # four times as many as there are threads.
     assert statements.connections <= db.get_threads().size
+
+
+async def test_exactly_max_active_replies_run_at_once(
+    user_factory: Any, chat_socket: Any, simulator: Any, settings: Any
+) -> None:
+    """Sends that arrive together are counted once each (being admitted, then running): with
+    a cap of 3, three of four concurrent sends run and one is refused."""
+    settings.STREAMCHAT = {**settings.STREAMCHAT, "MAX_ACTIVE_REPLIES": 3}
+    simulator.config.token_delay = 0.02
+    sockets = [await chat_socket(await sync_to_async(user_factory)()) for _ in range(4)]
+    for n, socket in enumerate(sockets):
+        simulator.next_reply(" ".join(f"w{k}" for k in range(20)))
+        await socket.send(
+            {"type": "send", "client_id": f"s{n}", "content": "Hi", "conversation": None}
+        )
+    answers = [await socket.recv_until_any("ack", "error") for socket in sockets]
+    assert sorted(a["type"] for a in answers) == ["ack", "ack", "ack", "error"]
+    assert [a["code"] for a in answers if a["type"] == "error"] == ["overloaded"]
+    for run in list(get_hub().runs.values()):
+        await asyncio.wait_for(run.done.wait(), 10)

@@ -296,18 +296,14 @@ async def _start(
             session_valid=session_valid,
         )
     )
-    hub.admitting += 1
-    task.add_done_callback(_admitted(hub))
+    hub.admitting += 1  # until it is launched (or refused): counted once, never twice
+    task.add_done_callback(_retrieve)
     return await asyncio.shield(task)
 
 
-def _admitted(hub: Any) -> Callable[[asyncio.Task[Accepted]], None]:
-    def done(task: asyncio.Task[Accepted]) -> None:
-        hub.admitting -= 1
-        if not task.cancelled():
-            task.exception()  # retrieved: a refusal nobody waits for any more is no error
-
-    return done
+def _retrieve(task: asyncio.Task[Accepted]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a refusal nobody waits for any more is no error
 
 
 async def _admit_and_launch(
@@ -323,22 +319,25 @@ async def _admit_and_launch(
     session_valid: Callable[[], bool] | None,
 ) -> Accepted:
     try:
-        plan = await db.run(
-            make_plan,
-            user,
-            ask,
-            client_id=client_id,
-            model=model,
-            options=options,
-            source=source,
-            session_valid=session_valid,
-        )
-    except DatabaseError as error:
-        logger.warning("streamchat: a send was refused: the database failed (%s)", error)
-        raise unavailable() from None
-    if isinstance(plan, Started):
-        return _again(plan, follower)
-    reply = launch(plan, follower)
+        try:
+            plan = await db.run(
+                make_plan,
+                user,
+                ask,
+                client_id=client_id,
+                model=model,
+                options=options,
+                source=source,
+                session_valid=session_valid,
+            )
+        except DatabaseError as error:
+            logger.warning("streamchat: a send was refused: the database failed (%s)", error)
+            raise unavailable() from None
+        if isinstance(plan, Started):
+            return _again(plan, follower)
+        reply = launch(plan, follower)  # counted in hub.active from here
+    finally:
+        hub.admitting -= 1
     if plan.started is not None:
         hub.spawn(_announce(plan.started))
         return Accepted(plan.started, reply)
