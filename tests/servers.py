@@ -125,14 +125,26 @@ class DaphneServer(ServerProcess):
             environment["STREAMCHAT_LIVE_BASE_URL"] = simulator.base_url
             environment["STREAMCHAT_LIVE_API_KEY"] = simulator.api_key
         environment.update(env or {})
-        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
         self._start(
-            [*command, *(args or []), "orchat_site.asgi:application"],
+            self.command(args or []),
             cwd=ROOT,
             env=environment,
             log=log or ROOT / "var" / f"daphne-{self.port}.log",
             new_session=new_session,
         )
 
+    def command(self, args: list[str]) -> list[str]:
+        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
+        return [*command, *args, "orchat_site.asgi:application"]
+
     def __enter__(self) -> DaphneServer:
         return self
+
+
+class UvicornServer(DaphneServer):
+    """The same app under uvicorn, with ASGI lifespan (the demo routes it to streamchat's
+    ``Lifespan``: the engine starts with the server and drains on SIGTERM)."""
+
+    def command(self, args: list[str]) -> list[str]:
+        command = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port)]
+        return [*command, "--lifespan", "on", *args, "orchat_site.asgi:application"]

@@ -165,3 +165,38 @@ async def test_rl04_a_reply_killed_before_its_first_renewal_frees_its_slot_withi
         assert finished["status"] == "complete"  # the slot was free
     finally:
         second.stop()
+
+
+async def test_under_uvicorn_sigterm_drains_through_the_lifespan(user, simulator):
+    """uvicorn closes its websockets itself on SIGTERM (1012), then runs the lifespan shutdown:
+    streamchat's ``Lifespan`` drains there, so the reply, cut off after DRAIN_SECONDS, is stored
+    ``interrupted`` with at least every character its client received, and nothing is left
+    ``streaming``."""
+    from tests.servers import UvicornServer
+
+    simulator.token_delay = 0.02  # about 8 s, the drain is 1 s
+    await ChatModel.objects.acreate(model_id=MODEL, enabled=True, is_default=True)
+    worker = UvicornServer(
+        simulator=simulator,
+        env={"STREAMCHAT_LIVE_DRAIN_SECONDS": "1", "STREAMCHAT_LIVE_CHECKPOINT_MS": "60000"},
+    )
+    try:
+        socket, reply_id, known = await start_reply(worker, user, "uvicorn")
+        os.kill(worker.process.pid, signal.SIGTERM)
+        text, code = known, None
+        try:
+            async for frame in frames(socket, timeout=30):
+                if frame["type"] == "delta" and frame["reply"] == reply_id:
+                    text += frame["text"][len(text) - frame["offset"] :]
+        except websockets.ConnectionClosed as closed:
+            code = closed.rcvd.code if closed.rcvd else 1006
+        assert code in (1012, 4012)
+        # uvicorn re-raises the signal once it has shut down: "killed by SIGTERM" is its clean exit.
+        assert exited(worker) in (0, -signal.SIGTERM)
+        reply = await Message.objects.aget(pk=reply_id)
+        assert reply.status == "interrupted"
+        assert reply.content.startswith(text) and len(reply.content) >= len(text)
+        assert not await Message.objects.filter(status="streaming").aexists()
+        assert "drained in" in worker.log()
+    finally:
+        worker.stop()
