@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 from django.db import connection
 
 from streamchat.models import ChatModel, Message
 from tests import servers
+from tests.http_helpers import asession_for
 from tests.live_ws import asession_cookie, connect, frames, recv_until, send
 from tests.servers import DaphneServer
 from tests.tcp_proxy import TcpProxy
@@ -96,6 +98,7 @@ async def test_database_away_when_a_reply_ends_the_end_is_stored_before_it_is_to
         worker = DaphneServer(simulator=simulator, env={"DATABASE_URL": url})
         try:
             cookie = await asession_cookie(user)
+            http = await asession_for(user)
             socket = await connect(worker, cookie)
             other = await connect(worker, cookie)
             await send(socket, {"type": "send", "client_id": "d", "content": "Talk"})
@@ -106,6 +109,18 @@ async def test_database_away_when_a_reply_ends_the_end_is_stored_before_it_is_to
             await send(other, {"type": "send", "client_id": "during", "content": "Hello?"})
             refused = await recv_until(other, "error")
             assert refused["code"] == "unavailable" and refused["retry_after"] > 0
+            # The HTTP front ends answer JSON 503 with Retry-After, never an HTML 500.
+            async with httpx.AsyncClient(base_url=worker.url, cookies=http.cookies) as client:
+                listing = await client.get("/chat/api/conversations/")
+                streamed = await client.post(
+                    "/chat/api/stream/",
+                    json={"type": "send", "client_id": "sse-during", "content": "Hello?"},
+                    headers={**http.headers, "Origin": worker.url},
+                )
+            for answer in (listing, streamed):
+                assert answer.status_code == 503, answer.text[:300]
+                assert answer.json()["code"] == "unavailable"
+                assert int(answer.headers["Retry-After"]) >= 1
             # The reply streams to its end; its finish waits for the database.
             ended = asyncio.ensure_future(read_to_end(socket, ack["reply"], text))
             # Upstream finished, and the worker's final write failed at least once.
@@ -123,3 +138,41 @@ async def test_database_away_when_a_reply_ends_the_end_is_stored_before_it_is_to
     reply = await Message.objects.aget(pk=ack["reply"])
     assert (reply.status, reply.content) == ("complete", text)
     assert not await Message.objects.filter(client_message_id="during").aexists()
+
+
+async def test_redis_away_a_reply_on_another_worker_is_followed_from_its_row_and_stop_says_why(
+    user, simulator, redis_url
+):
+    """Two workers share Redis through a proxy; Redis goes away while a reply streams on the
+    first. On the second, a stop answers ``workers_unreachable`` (clear, nothing pretends), and a
+    resume follows the reply from its row's checkpoints to its end: the text matches the row."""
+    simulator.token_delay = 0.02
+    await ChatModel.objects.acreate(model_id=MODEL, enabled=True, is_default=True)
+    with TcpProxy(6379) as redis_proxy:
+        env = {
+            "REDIS_URL": redis_url.replace(":6379", f":{redis_proxy.port}"),
+            "STREAMCHAT_LIVE_CHECKPOINT_MS": "100",
+        }
+        first = DaphneServer(simulator=simulator, env=env)
+        second = DaphneServer(simulator=simulator, env=env)
+        try:
+            cookie = await asession_cookie(user)
+            socket = await connect(first, cookie)
+            await send(socket, {"type": "send", "client_id": "x", "content": "Talk"})
+            ack = await recv_until(socket, "ack")
+            await read_while(socket, ack["reply"], "", 20)
+            redis_proxy.cut()
+            elsewhere = await connect(second, cookie)
+            await send(elsewhere, {"type": "stop", "reply": ack["reply"]})
+            refused = await recv_until(elsewhere, "error")
+            assert refused["code"] == "workers_unreachable" and refused["reply"] == ack["reply"]
+            await send(elsewhere, {"type": "resume", "reply": ack["reply"], "offset": 0})
+            followed, finished = await read_to_end(elsewhere, ack["reply"], "")
+            assert finished["status"] == "complete"
+            reply = await Message.objects.aget(pk=ack["reply"])
+            assert (reply.status, reply.content) == ("complete", followed)
+        finally:
+            redis_proxy.restore()
+            first.stop()
+            second.stop()
+
