@@ -5,7 +5,7 @@ upstream, database and channel layer from the environment the test gives them:
 STREAMCHAT_LIVE_BASE_URL / STREAMCHAT_LIVE_API_KEY (the simulator), DATABASE_URL (the test
 database) and REDIS_URL (set: the Redis channel layer). Worker-death tests make a live server's
 leases short with STREAMCHAT_LIVE_LEASE_SECONDS (s) and STREAMCHAT_LIVE_CHECKPOINT_MS (ms); unset,
-the defaults apply. STREAMCHAT_LIVE_DRAIN_SECONDS sets the drain on SIGTERM (default 2 s here).
+the defaults apply. STREAMCHAT_LIVE_DRAIN_SECONDS sets the drain on SIGTERM (default 0.5 s here).
 """
 
 import os
@@ -30,7 +30,7 @@ if os.environ.get("STREAMCHAT_LIVE_BASE_URL"):
     # cannot clear this process's snapshots.
     STREAMCHAT["CONFIG_CACHE_SECONDS"] = 0
 # A live server stopped at the end of a test drains briefly (drain tests set their own).
-STREAMCHAT["DRAIN_SECONDS"] = float(os.environ.get("STREAMCHAT_LIVE_DRAIN_SECONDS") or 2)
+STREAMCHAT["DRAIN_SECONDS"] = float(os.environ.get("STREAMCHAT_LIVE_DRAIN_SECONDS") or 0.5)
 
 # A file, not memory, so live servers in other processes (Daphne) see the same test database;
 # one per test run, so runs side by side do not share it. Live servers get it as DATABASE_URL.

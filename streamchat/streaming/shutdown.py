@@ -59,6 +59,7 @@ async def drain(timeout: float | None = None) -> DrainReport:
         "streamchat: draining: %d replies running, %d sockets open", len(runs), len(hub.sockets)
     )
     deadline = started + timeout
+    had_sockets = bool(hub.sockets)
     while True:
         await _close_idle_sockets(hub)
         running = [run for run in hub.runs.values() if not run.done.is_set()]
@@ -75,9 +76,11 @@ async def drain(timeout: float | None = None) -> DrainReport:
         await asyncio.wait(
             [asyncio.ensure_future(run.done.wait()) for run in cut], timeout=FINAL_WRITE_SECONDS
         )
+    closed = bool(hub.sockets) or had_sockets
     for socket in list(hub.sockets):
         await _close(socket)
-    await asyncio.sleep(CLOSE_GRACE_SECONDS)
+    if closed:  # let the close frames reach their clients before the server exits
+        await asyncio.sleep(CLOSE_GRACE_SECONDS)
     report = DrainReport(
         finished=len(runs) - len(cut),
         interrupted=len(cut),
