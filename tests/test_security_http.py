@@ -114,15 +114,21 @@ async def http(http_server: Any) -> Any:
 
 
 @pytest.fixture
-def sdk(http_server: Any) -> Any:
+async def sdk(http_server: Any) -> Any:
     """``sdk(token, server=None)``: the async ``openai`` SDK on the live server (or ``server``),
-    without retries (a test sees each answer as it is)."""
+    without retries (a test sees each answer as it is). Closed on this test's loop: a client
+    left to the garbage collector closes on a later test's loop and logs a traceback there."""
+    clients: list[openai.AsyncOpenAI] = []
 
     def make(token: str, server: DaphneServer | None = None, **options: Any) -> openai.AsyncOpenAI:
         base_url = f"{(server or http_server).url}/chat/v1"
-        return openai.AsyncOpenAI(base_url=base_url, api_key=token, max_retries=0, **options)
+        client = openai.AsyncOpenAI(base_url=base_url, api_key=token, max_retries=0, **options)
+        clients.append(client)
+        return client
 
-    return make
+    yield make
+    for client in clients:
+        await client.close()
 
 
 async def read_stream(response: httpx.Response) -> list[Event]:
