@@ -56,8 +56,10 @@ async def pong_after_errors(socket: Any, timeout: float = 10) -> list[dict[str, 
 
 
 def traceback_free(caplog: Any) -> None:
-    assert "Traceback" not in caplog.text
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text[-2000:]
+    # asyncio's own records are left out: the garbage collector reports other tests' leftover
+    # tasks and clients there, in whichever test runs at the time.
+    ours = [r for r in caplog.records if r.name != "asyncio"]
+    assert not [r for r in ours if r.exc_info or r.levelno >= logging.ERROR], caplog.text[-2000:]
 
 
 # -- any nesting depth (WS-14) -------------------------------------------------------------------
