@@ -45,6 +45,18 @@ async def start_reply(worker: DaphneServer, user, client_id: str):
     return socket, ack["reply"], first["text"]
 
 
+async def killed_mid_reply(simulator, env: dict[str, str], user, client_id: str) -> int:
+    """Start a reply on a worker and SIGKILL the worker once the first delta arrived."""
+    worker = DaphneServer(simulator=simulator, env=env)
+    try:
+        _, reply_id, _ = await start_reply(worker, user, client_id)
+        os.kill(worker.process.pid, signal.SIGKILL)
+        worker.process.wait(10)
+    finally:
+        worker.stop()
+    return reply_id
+
+
 async def test_a_reply_that_fits_the_drain_finishes_and_the_socket_closes_4012(user, simulator):
     simulator.token_delay = 0.01  # 400 tokens: about 4 s
     await ChatModel.objects.acreate(model_id=MODEL, enabled=True, is_default=True)
@@ -111,13 +123,7 @@ async def test_st05_a_restarted_worker_reaps_without_waiting_for_a_socket(user, 
     simulator.token_delay = 0.02
     await ChatModel.objects.acreate(model_id=MODEL, enabled=True, is_default=True)
     env = {"STREAMCHAT_LIVE_LEASE_SECONDS": "1", "STREAMCHAT_LIVE_CHECKPOINT_MS": "100"}
-    first = DaphneServer(simulator=simulator, env=env)
-    try:
-        socket, reply_id, _ = await start_reply(first, user, "killed")
-        os.kill(first.process.pid, signal.SIGKILL)
-        first.process.wait(10)
-    finally:
-        first.stop()
+    reply_id = await killed_mid_reply(simulator, env, user, "killed")
     second = DaphneServer(simulator=simulator, env=env)
     try:
         for _ in range(300):
@@ -142,13 +148,7 @@ async def test_rl04_a_reply_killed_before_its_first_renewal_frees_its_slot_withi
     await ChatModel.objects.acreate(model_id=MODEL, enabled=True, is_default=True)
     await RateLimit.objects.acreate(scope="user", user=user, concurrent_streams=1)
     env = {"STREAMCHAT_LIVE_LEASE_SECONDS": "2", "STREAMCHAT_LIVE_CHECKPOINT_MS": "60000"}
-    first = DaphneServer(simulator=simulator, env=env)
-    try:
-        _, reply_id, _ = await start_reply(first, user, "killed-early")
-        os.kill(first.process.pid, signal.SIGKILL)
-        first.process.wait(10)
-    finally:
-        first.stop()
+    reply_id = await killed_mid_reply(simulator, env, user, "killed-early")
     second = DaphneServer(simulator=simulator, env=env)
     try:
         for _ in range(400):
