@@ -4,7 +4,9 @@ in step with OpenRouter's ``/models`` list ("Sync from OpenRouter").
 What sync writes, and what it leaves alone:
 
 - It fills facts: prices (OpenRouter gives strings in USD per *token*; ChatModel stores USD per
-  *million* tokens), context length, and the display name while that is still blank.
+  *million* tokens), context length, the longest reply the top provider allows
+  (``top_provider.max_completion_tokens``, which caps what a budget reserves for a reply), and the
+  display name while that is still blank.
 - It never touches admin choices: enabled, default, display name once set, temperature, max tokens,
   system prompt, fallback models.
 - Models it has not seen before arrive disabled: nothing becomes usable by chat until an admin
@@ -16,6 +18,7 @@ button; ``enabled_models`` by the chat page, the session JSON API and the OpenAI
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -31,7 +34,13 @@ MILLION = Decimal(1_000_000)
 # ChatModel's price fields: 12 digits, 6 after the point.
 PRICE_STEP = Decimal("0.000001")
 PRICE_MAX = Decimal("999999.999999")
-SYNCED_FIELDS = ("display_name", "prompt_price", "completion_price", "context_length")
+SYNCED_FIELDS = (
+    "display_name",
+    "prompt_price",
+    "completion_price",
+    "context_length",
+    "max_completion_tokens",
+)
 
 
 def enabled_models() -> list[dict[str, Any]]:
@@ -81,15 +90,26 @@ def per_million(price: Any) -> Decimal | None:
 
 def _facts(entry: dict[str, Any]) -> dict[str, Any]:
     pricing = entry.get("pricing") or {}
-    context = entry.get("context_length") or (entry.get("top_provider") or {}).get("context_length")
+    top_provider = entry.get("top_provider") or {}
+    if not isinstance(top_provider, dict):
+        top_provider = {}
+    context = entry.get("context_length") or top_provider.get("context_length")
     return {
         "display_name": str(entry.get("name") or "")[:200],
         "prompt_price": per_million(pricing.get("prompt")),
         "completion_price": per_million(pricing.get("completion")),
-        "context_length": int(context)
-        if isinstance(context, int | float) and context > 0
-        else None,
+        "context_length": _count(context),
+        "max_completion_tokens": _count(top_provider.get("max_completion_tokens")),
     }
+
+
+def _count(value: Any) -> int | None:
+    """A positive whole number from /models (null, 0 or junk: unknown)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not (0 < value < math.inf):
+        return None
+    return min(int(value), 2_147_483_647)  # PositiveIntegerField's range on every database
 
 
 def sync_models(

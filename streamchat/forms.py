@@ -22,6 +22,28 @@ from .models import ApiKey, ChatModel, RateLimit
 KEY_PREFIX = "sk-or-"
 KEY_SHAPE = re.compile(r"^sk-or-[A-Za-z0-9_-]{8,200}$")
 MODEL_ID_SHAPE = re.compile(r"^[A-Za-z0-9._~:/@+-]+$")
+# The simulator takes a scenario's parameters as a query string inside the id
+# ("simulator/stall?after=10&comments=1", docs/simulator.md); OpenRouter's own ids have none.
+SIMULATOR_PREFIX = "simulator/"
+_PARAM = r"[A-Za-z0-9_]+=[A-Za-z0-9._~%+:-]*"
+QUERY_SHAPE = re.compile(rf"^{_PARAM}(&{_PARAM})*$")
+
+
+def model_id_error(model_id: str) -> str | None:
+    """Why ``model_id`` is not a model id admins may enter, or None when it is one."""
+    base, question, query = model_id.partition("?")
+    if not MODEL_ID_SHAPE.match(base):
+        return str(_("Use OpenRouter's model id, like openai/gpt-4o (no spaces)."))
+    if question and not base.startswith(SIMULATOR_PREFIX):
+        return str(
+            _(
+                "Only the simulator's models (simulator/…) take parameters after “?”; "
+                "OpenRouter's model ids have none."
+            )
+        )
+    if question and not QUERY_SHAPE.match(query):
+        return str(_("Write the simulator's parameters as name=value pairs joined by “&”."))
+    return None
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -108,7 +130,7 @@ class FallbackModelsField(forms.CharField):
         text = super().to_python(value) or ""
         ids = [part.strip() for part in re.split(r"[\s,]+", text) if part.strip()]
         for model_id in ids:
-            if not MODEL_ID_SHAPE.match(model_id):
+            if model_id_error(model_id):
                 raise forms.ValidationError(
                     _("%(id)s is not a model id (like openai/gpt-4o)."),
                     code="model_id",
@@ -142,15 +164,15 @@ class ChatModelForm(forms.ModelForm):
             "prompt_price",
             "completion_price",
             "context_length",
+            "max_completion_tokens",
         ]
         widgets = {"system_prompt": forms.Textarea(attrs={"rows": 4, "cols": 80})}
 
     def clean_model_id(self) -> str:
         model_id: str = self.cleaned_data["model_id"].strip()
-        if not MODEL_ID_SHAPE.match(model_id):
-            raise forms.ValidationError(
-                _("Use OpenRouter's model id, like openai/gpt-4o (no spaces)."), code="model_id"
-            )
+        error = model_id_error(model_id)
+        if error:
+            raise forms.ValidationError(error, code="model_id")
         return model_id
 
     def clean_default_temperature(self) -> Any:

@@ -179,7 +179,10 @@ class ChatModel(models.Model):
         _("OpenRouter model id"),
         max_length=200,
         unique=True,
-        help_text=_("With its provider prefix, e.g. openai/gpt-4o."),
+        help_text=_(
+            "With its provider prefix, e.g. openai/gpt-4o. The simulator's scenario models take "
+            "parameters after “?”, e.g. simulator/stall?after=10."
+        ),
     )
     display_name = models.CharField(_("display name"), max_length=200, blank=True)
     enabled = models.BooleanField(_("enabled"), default=False)
@@ -218,6 +221,15 @@ class ChatModel(models.Model):
         help_text=_("USD per million completion tokens."),
     )
     context_length = models.PositiveIntegerField(_("context length"), null=True, blank=True)
+    max_completion_tokens = models.PositiveIntegerField(
+        _("max completion tokens"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "The longest reply the model's provider allows (OpenRouter's "
+            "top_provider.max_completion_tokens). Budgets reserve at most this much for a reply."
+        ),
+    )
     created = models.DateTimeField(_("created"), default=timezone.now, editable=False)
     updated = models.DateTimeField(_("updated"), auto_now=True)
     # Set by "Sync from OpenRouter" when /models lists this model; stale means OpenRouter

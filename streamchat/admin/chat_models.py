@@ -46,7 +46,13 @@ class ChatModelAdmin(admin.ModelAdmin):
         (
             _("From OpenRouter"),
             {
-                "fields": ["prompt_price", "completion_price", "context_length", "last_synced"],
+                "fields": [
+                    "prompt_price",
+                    "completion_price",
+                    "context_length",
+                    "max_completion_tokens",
+                    "last_synced",
+                ],
                 "description": _(
                     "“Sync from OpenRouter” fills these; prices are USD per million tokens."
                 ),

@@ -57,6 +57,21 @@ _MODELS: dict[str, tuple[str, str, str, str, int, bool]] = {
 
 SIMULATOR_PRICE = ("0.000001", "0.000002")  # any other simulator/... scenario
 
+# top_provider.max_completion_tokens, as OpenRouter lists them (None: OpenRouter publishes null,
+# as it does for many open-weight models).
+_MAX_COMPLETION: dict[str, int | None] = {
+    "openai/gpt-4o-mini": 16_384,
+    "openai/gpt-4o": 16_384,
+    "anthropic/claude-3.5-sonnet": 8_192,
+    "meta-llama/llama-3.1-8b-instruct": 16_384,
+    "mistralai/mistral-7b-instruct:free": None,
+    "deepseek/deepseek-r1": 32_768,
+    "simulator/echo": 4_096,
+    "simulator/reasoning": 8_192,
+    "simulator/long": 16_384,
+    "simulator/xss": 4_096,
+}
+
 
 def is_known(model: str) -> bool:
     return model in _MODELS or model.startswith("simulator/")
@@ -112,7 +127,7 @@ def model_list(created: int = 1_700_000_000) -> list[dict[str, Any]]:
                 },
                 "top_provider": {
                     "context_length": context,
-                    "max_completion_tokens": 16_384,
+                    "max_completion_tokens": _MAX_COMPLETION.get(model_id),
                     "is_moderated": model_id.startswith("openai/"),
                 },
                 "per_request_limits": None,

@@ -40,6 +40,7 @@ class ModelChoice:
     max_tokens: int | None = None
     fallback_models: tuple[str, ...] = ()
     context_length: int | None = None
+    max_completion_tokens: int | None = None  # the provider's cap on a reply (/models)
     prompt_price: Decimal | None = None
     completion_price: Decimal | None = None
 
@@ -84,6 +85,7 @@ def choose_model(requested: str | None) -> ModelChoice:
         max_tokens=row.max_tokens,
         fallback_models=tuple(m for m in row.fallback_models or () if isinstance(m, str)),
         context_length=row.context_length,
+        max_completion_tokens=row.max_completion_tokens,
         prompt_price=row.prompt_price,
         completion_price=row.completion_price,
     )
