@@ -5,6 +5,7 @@ Every id is listed in README.md (the suite checks that) with what to do about it
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from django.conf import settings
@@ -163,6 +164,254 @@ def check_limits_fail_closed(app_configs: Any = None, **kwargs: Any) -> list[Che
                 hint="Leave STREAMCHAT['LIMITS_FAIL_OPEN'] off in production (sends are then "
                 "refused with limits_unavailable until the database answers again).",
                 id="streamchat.W020",
+            )
+        ]
+    return []
+
+
+@register(Tags.security, deploy=True)
+def check_allowed_hosts_subdomains(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``.example.com`` in ``ALLOWED_HOSTS`` makes every subdomain the site's own origin for a
+    websocket handshake: a page on any of them (a user's, a forgotten one) can open the chat."""
+    patterns = [host for host in settings.ALLOWED_HOSTS if host.startswith(".")]
+    if patterns:
+        return [
+            Warning(
+                f"ALLOWED_HOSTS allows every subdomain of {', '.join(patterns)}: a page served "
+                "from any of them passes the websocket origin check with a logged-in user's "
+                "session.",
+                hint="List the site's exact host names in ALLOWED_HOSTS, unless every subdomain "
+                "is as trusted as the site itself.",
+                id="streamchat.W012",
+            )
+        ]
+    return []
+
+
+@register(Tags.security, deploy=True)
+def check_session_cookie_samesite(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """A websocket handshake carries no CSRF token: with ``SameSite=None`` the session cookie
+    rides a handshake that another site starts, and the origin check is the only guard left."""
+    samesite = getattr(settings, "SESSION_COOKIE_SAMESITE", "Lax")
+    if isinstance(samesite, str) and samesite.lower() == "none":
+        return [
+            Warning(
+                "SESSION_COOKIE_SAMESITE is 'None': the session cookie is sent with websocket "
+                "handshakes that other sites start, and a websocket has no CSRF token.",
+                hint="Use 'Lax' (Django's default) or 'Strict'.",
+                id="streamchat.W013",
+            )
+        ]
+    return []
+
+
+@register(Tags.async_support)
+def check_persistent_connections(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Django's persistent connections are per thread and are not closed at the end of an async
+    request: under ASGI they pile up (Django's docs say to disable them in async mode)."""
+    if not getattr(settings, "ASGI_APPLICATION", None):
+        return []
+    aliases = []
+    for alias, database in settings.DATABASES.items():
+        max_age = database.get("CONN_MAX_AGE", 0)
+        if max_age is None or max_age > 0:  # None: connections are kept forever
+            aliases.append(alias)
+    if aliases:
+        return [
+            Warning(
+                f"CONN_MAX_AGE is not 0 for database {', '.join(sorted(aliases))} under ASGI: "
+                "persistent connections are per thread, so async requests leave connections "
+                "open that nothing reuses or closes.",
+                hint="Set CONN_MAX_AGE = 0 and use a connection pool instead (PostgreSQL: "
+                "OPTIONS {'pool': True}, or pgbouncer). streamchat's engine keeps its own "
+                "connections whatever CONN_MAX_AGE says.",
+                id="streamchat.W014",
+            )
+        ]
+    return []
+
+
+# What guards the websocket route: streamchat's validator compares whole origins; Channels' stock
+# one compares host names only (any port, any scheme, "http://host:8000.evil.example").
+SAME_ORIGIN, STOCK, NONE = "same-origin", "stock", "none"
+_CHILD_ATTRIBUTES = ("inner", "application", "app")
+_MAX_DEPTH = 50
+
+
+def _guards(app: Any, guard: str, seen: set[int], depth: int = 0) -> list[tuple[bool, str]]:
+    """``(reaches streamchat's consumer, strongest guard in front)`` for each leaf under ``app``."""
+    from channels.routing import ProtocolTypeRouter, URLRouter
+    from channels.security.websocket import OriginValidator
+
+    from .consumers import ChatConsumer
+    from .origin import SameOriginValidator
+
+    if id(app) in seen or depth > _MAX_DEPTH:
+        return []
+    seen = seen | {id(app)}
+    if isinstance(app, SameOriginValidator):
+        guard = SAME_ORIGIN
+    elif isinstance(app, OriginValidator) and guard != SAME_ORIGIN:
+        guard = STOCK
+    consumer = getattr(app, "consumer_class", None)
+    if isinstance(consumer, type):
+        return [(issubclass(consumer, ChatConsumer), guard)]
+    if isinstance(app, ProtocolTypeRouter):
+        websocket = app.application_mapping.get("websocket")
+        return [] if websocket is None else _guards(websocket, guard, seen, depth + 1)
+    if isinstance(app, URLRouter):
+        children = [getattr(route, "callback", None) for route in app.routes]
+    else:
+        children = [getattr(app, name, None) for name in _CHILD_ATTRIBUTES]
+    leaves = [
+        leaf
+        for child in children
+        if child is not None
+        for leaf in _guards(child, guard, seen, depth + 1)
+    ]
+    return leaves or [(False, guard)]
+
+
+def websocket_guard(application: Any) -> str | None:
+    """The weakest origin guard in front of streamchat's websocket consumer in ``application``
+    (``"same-origin"``, ``"stock"`` or ``"none"``), or None when it serves no websockets.
+
+    Walks ``ProtocolTypeRouter``, ``URLRouter`` and middleware chains (``.inner``,
+    ``.application``, ``.app``). When the consumer is not found (an app of the host's own), the
+    weakest guard on any websocket path counts."""
+    leaves = _guards(application, NONE, set())
+    if not leaves:
+        return None
+    ours = [guard for reaches, guard in leaves if reaches] or [guard for _, guard in leaves]
+    order = [NONE, STOCK, SAME_ORIGIN]
+    return min(ours, key=order.index)
+
+
+@register(Tags.security, deploy=True)
+def check_websocket_origin_validator(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Without an origin check, any site a logged-in user visits can open the chat websocket with
+    their session cookie (cross-site websocket hijacking)."""
+    from django.utils.module_loading import import_string
+
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    if not path:
+        return []  # E001 says so
+    try:
+        application = import_string(path)
+        guard = websocket_guard(application)
+    except Exception as error:  # a check never crashes: the host's asgi module may fail anyhow
+        return [
+            Warning(
+                f"ASGI_APPLICATION {path!r} could not be imported or inspected "
+                f"({type(error).__name__}), so its websocket origin check was not verified.",
+                hint="Make the module importable after Django is set up (call "
+                "get_asgi_application() before importing anything that imports models).",
+                id="streamchat.W017",
+            )
+        ]
+    if guard == NONE:
+        return [
+            Warning(
+                f"The websocket route of {path} has no origin validator: any site a logged-in "
+                "user visits can open the chat websocket with their session.",
+                hint="Wrap the websocket stack in streamchat.origin.SameOriginValidator, e.g. "
+                "SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))).",
+                id="streamchat.W015",
+            )
+        ]
+    if guard == STOCK:
+        return [
+            Warning(
+                f"The websocket route of {path} is guarded by Channels' OriginValidator / "
+                "AllowedHostsOriginValidator only, which compares host names: another port, "
+                "another scheme or 'http://host:8000.evil.example' passes.",
+                hint="Use streamchat.origin.SameOriginValidator instead: it compares the whole "
+                "origin (scheme, host and port).",
+                id="streamchat.W016",
+            )
+        ]
+    return []
+
+
+# The first releases with the header-injection fixes: Daphne 4.2.2 (CVE-2026-44546, headers
+# injected into the ASGI scope through byte sequences Twisted splits on; the same release fixed
+# CVE-2026-44545, websocket frames of unbounded size); uvicorn 0.11.7 (CVE-2020-7695, CRLF in
+# response headers; CVE-2020-7694, log injection).
+ASGI_SERVER_FIXES = {
+    "daphne": ((4, 2, 2), "streamchat.W018", "CVE-2026-44546 and CVE-2026-44545"),
+    "uvicorn": ((0, 11, 7), "streamchat.W019", "CVE-2020-7695 and CVE-2020-7694"),
+}
+
+
+def _release(version: str) -> tuple[int, ...]:
+    numbers = []
+    for part in version.split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        numbers.append(int(digits))
+        if digits != part:  # "4.2.2rc1": a pre-release of 4.2.2 is older than 4.2.2
+            numbers[-1] -= 1
+            break
+    return tuple(numbers)
+
+
+@register(Tags.security, deploy=True)
+def check_asgi_server_versions(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Installed ASGI servers older than the release that fixed their header injection."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    messages: list[CheckMessage] = []
+    for package, (fixed, check_id, cves) in ASGI_SERVER_FIXES.items():
+        try:
+            installed = version(package)
+        except PackageNotFoundError:
+            continue
+        if _release(installed) < fixed:
+            release = ".".join(map(str, fixed))
+            messages.append(
+                Warning(
+                    f"{package} {installed} is installed; {release} fixed header injection "
+                    f"({cves}).",
+                    hint=f"Upgrade: pip install '{package}>={release}'.",
+                    id=check_id,
+                )
+            )
+    return messages
+
+
+@register(Tags.security, deploy=True)
+def check_encryption_key_is_not_secret_key(
+    app_configs: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """An ``ENCRYPTION_KEYS`` entry that is ``SECRET_KEY`` (or a fallback), or the key streamchat
+    derives from it, is no dedicated key: whoever has ``SECRET_KEY`` reads every stored API key,
+    and rotating ``SECRET_KEY`` is no longer independent of the keys."""
+    from .conf import app_settings
+    from .crypto import derive_key
+
+    keys = app_settings.ENCRYPTION_KEYS
+    if not keys or isinstance(keys, str | bytes):
+        return []  # W010 / E010
+    secrets = [getattr(settings, "SECRET_KEY", "")]
+    secrets += list(getattr(settings, "SECRET_KEY_FALLBACKS", []))
+    forbidden = set()
+    for secret in filter(None, secrets):
+        forbidden |= {str(secret), derive_key(str(secret)).decode("ascii")}
+    positions = [
+        str(position)
+        for position, key in enumerate(keys)
+        if (key.decode("ascii", "replace") if isinstance(key, bytes) else str(key)) in forbidden
+    ]
+    if positions:
+        return [
+            Error(
+                f"ENCRYPTION_KEYS[{', '.join(positions)}] is SECRET_KEY (or a fallback), or the "
+                "key derived from it: it is not a dedicated encryption key.",
+                hint='Generate a key with: python -c "from cryptography.fernet import Fernet; '
+                'print(Fernet.generate_key().decode())", put it first in ENCRYPTION_KEYS, run '
+                "manage.py rotate_encryption_keys, then remove the old entry.",
+                id="streamchat.E012",
             )
         ]
     return []
