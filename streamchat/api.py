@@ -1,17 +1,22 @@
-"""Ask OpenRouter from your own Python code, through the same client, keys and settings as the chat.
+"""Ask OpenRouter from your own Python code: a front end of the same engine as the chat.
 
 - ``astream()`` / ``stream()``: async and sync generators of reply text as it arrives.
 - ``astream_events()``: every typed event (text, reasoning, usage, finish).
 - ``acomplete()`` / ``complete()``: the whole reply as a ``ChatResult``.
 
-All take optional callbacks: ``on_chunk(text)`` per piece of text, ``on_complete(result)`` once
-the reply finished, ``on_error(error)`` before an ``OpenRouterError`` is raised (it is always
-raised). Keys: ``api_key="sk-or-v1-…"`` or ``keys=[KeyChoice…]``, else the chat's own keys
-(active ``ApiKey`` rows by priority, then ``STREAMCHAT["API_KEY"]``); a row that answers 401/402
-is marked failing in admin and the next one is tried. Nothing here writes chat history or usage
-rows: these helpers are a client, not the chat. docs/python-api.md has examples.
+Every call goes through the reply engine (``streaming.engine.acomplete_messages``) like a chat
+message: an enabled model, the acting user's rate limits and budgets (reserved before the call,
+settled when it ends), the site's keys with failover and retries, and one ``Usage`` row with
+``source="python"``. The acting user is ``user=``, else the system user named by the
+``SYSTEM_USERNAME`` setting (created on first use, inactive, with no password), whose limits
+admin sets like anyone's. Nothing is stored as a conversation.
 
-The sync functions run the async client on one background event loop thread (so the shared HTTP
+All take optional callbacks: ``on_chunk(text)`` per piece of text, ``on_complete(result)`` once
+the reply finished, ``on_error(error)`` before a ``StreamchatError`` is raised (it is always
+raised): an ``OpenRouterError`` for an upstream failure, a ``ChatError`` for a refusal
+(``rate_limited``, ``model_unavailable``...). docs/python-api.md has examples.
+
+The sync functions run the async engine on one background event loop thread (so the shared HTTP
 client and its connections are reused across calls); callbacks run in the caller's thread. Do
 not call them from async code: use the ``a``-prefixed twins there.
 """
@@ -22,37 +27,53 @@ import asyncio
 import inspect
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from django.contrib.auth import get_user_model
 
 from . import keys as key_store
 from .conf import app_settings
+from .exceptions import ChatError, StreamchatError
 from .keys import KeyChoice
-from .openrouter.client import ChatRequest, open_stream
+from .models import Usage
 from .openrouter.errors import OpenRouterError
 from .openrouter.events import ContentDelta, Finish, ReasoningDelta, StreamEvent, UsageReport
+from .streaming import db, engine
+from .streaming.events import DeltaKind, Finished
 
 __all__ = [
     "ChatResult",
+    "ChatError",
     "OpenRouterError",
+    "StreamchatError",
     "acomplete",
     "astream",
     "astream_events",
     "complete",
     "stream",
+    "system_user",
 ]
 
 Messages = str | Sequence[Mapping[str, Any]]
 T = TypeVar("T")
 
+# Fields the engine sets from the call's own arguments and the limits: extra_body may not change
+# them (a max_tokens there would escape the budget's reservation).
+RESERVED_FIELDS = frozenset({"model", "messages", "stream", "max_tokens", "max_completion_tokens"})
+
 
 @dataclass
 class ChatResult:
-    """A whole reply: its text, reasoning, usage and how it finished."""
+    """A whole reply: its text, reasoning, usage and how it finished.
+
+    ``usage`` is always there: the figures the usage ledger holds for this reply
+    (``usage.estimated`` is True when OpenRouter reported none and they are streamchat's
+    estimate)."""
 
     text: str = ""
     reasoning: str = ""
-    usage: UsageReport | None = None
+    usage: UsageReport = field(default_factory=lambda: UsageReport(0, 0, estimated=True))
     finish_reason: str = ""
     model: str = ""  # the model that answered (a fallback may differ from the one asked for)
     generation_id: str = ""
@@ -86,6 +107,51 @@ class _Collector:
         return self.result
 
 
+class _EventFollower:
+    """Follows one engine reply; its text and end wait in a queue for the generator."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[StreamEvent | Finished] = asyncio.Queue()
+
+    def push(self, kind: DeltaKind, offset: int, text: str) -> None:
+        self.queue.put_nowait(ContentDelta(text) if kind == "delta" else ReasoningDelta(text))
+
+    async def finished(self, event: Finished) -> None:
+        self.queue.put_nowait(event)
+
+
+def system_user() -> Any:
+    """The user the Python API acts as without ``user=``: ``SYSTEM_USERNAME``, created on first
+    use, inactive and without a usable password (nobody can log in as it). Sync."""
+    User = get_user_model()
+    username = app_settings.SYSTEM_USERNAME
+    try:
+        return User._default_manager.get_by_natural_key(username)
+    except User.DoesNotExist:
+        pass
+    user = User(**{User.USERNAME_FIELD: username})
+    user.is_active = False
+    user.set_unusable_password()
+    try:
+        user.save()
+    except Exception as error:
+        raise ChatError(
+            "invalid",
+            f"The Python API could not create its system user {username!r} ({error}): "
+            "pass user= or create that user.",
+            field="user",
+        ) from error
+    return user
+
+
+def _acting_user(user: Any) -> Any:
+    if user is None:
+        return system_user()
+    if not getattr(user, "is_authenticated", False) or getattr(user, "pk", None) is None:
+        raise ChatError("not_authenticated", "user= must be a saved, authenticated user.")
+    return user
+
+
 def _messages(messages: Messages, system: str | None) -> list[dict[str, Any]]:
     listed = (
         [{"role": "user", "content": messages}]
@@ -97,23 +163,20 @@ def _messages(messages: Messages, system: str | None) -> list[dict[str, Any]]:
     return listed
 
 
-def _request(
-    messages: Messages,
-    model: str | None,
-    system: str | None,
-    fallback_models: Sequence[str],
-    temperature: float | None,
-    max_tokens: int | None,
-    extra_body: Mapping[str, Any] | None,
-) -> ChatRequest:
-    return ChatRequest(
-        model=model or app_settings.DEFAULT_MODEL,
-        messages=_messages(messages, system),
-        fallback_models=list(fallback_models),
-        temperature=temperature,
-        max_tokens=max_tokens,
-        extra_body=dict(extra_body or {}),
-    )
+def _extra_body(
+    extra_body: Mapping[str, Any] | None, fallback_models: Sequence[str]
+) -> dict[str, Any]:
+    extra = dict(extra_body or {})
+    reserved = sorted(RESERVED_FIELDS & extra.keys())
+    if reserved:
+        raise ChatError(
+            "invalid",
+            f"extra_body may not set {', '.join(reserved)}: use the arguments of the same name.",
+            field="extra_body",
+        )
+    if fallback_models:
+        extra["models"] = list(fallback_models)
+    return extra
 
 
 def _explicit_keys(api_key: str | None, keys: Sequence[KeyChoice] | None) -> list[KeyChoice] | None:
@@ -122,10 +185,6 @@ def _explicit_keys(api_key: str | None, keys: Sequence[KeyChoice] | None) -> lis
     if keys is not None:
         return list(keys)
     return None
-
-
-async def _record_failure(key: KeyChoice, error: OpenRouterError) -> None:
-    await key_store.arecord_key_failure(key, error.message)
 
 
 async def _call(callback: Callable[[T], Any] | None, value: T) -> None:
@@ -139,6 +198,7 @@ async def _call(callback: Callable[[T], Any] | None, value: T) -> None:
 async def astream_events(
     messages: Messages,
     *,
+    user: Any = None,
     model: str | None = None,
     system: str | None = None,
     api_key: str | None = None,
@@ -148,17 +208,53 @@ async def astream_events(
     max_tokens: int | None = None,
     extra_body: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[StreamEvent]:
-    """Every event of one reply: ContentDelta, ReasoningDelta, then UsageReport and Finish."""
-    request = _request(
-        messages, model, system, fallback_models, temperature, max_tokens, extra_body
+    """Every event of one reply: ContentDelta, ReasoningDelta, then UsageReport and Finish.
+
+    Raises ``ChatError`` for a refusal (nothing was sent upstream) and ``OpenRouterError`` for
+    an upstream failure (after any text it streamed). Closing the generator early stops the
+    reply; its usage is recorded all the same."""
+    options = engine.validate_options(temperature, max_tokens)
+    extra = _extra_body(extra_body, fallback_models)
+    acting = user if user is not None else await db.run(system_user)
+    acting = _acting_user(acting)
+    follower = _EventFollower()
+    reply = await engine.acomplete_messages(
+        acting,
+        messages=_messages(messages, system),
+        model=model,
+        options=options,
+        source=Usage.Source.PYTHON,
+        keep=False,
+        follower=follower,
+        keys=_explicit_keys(api_key, keys),
+        extra_body=extra,
     )
-    chosen = _explicit_keys(api_key, keys)
-    if chosen is None:
-        chosen = await key_store.ausable_keys()
-    stream = await open_stream(request, chosen, on_key_failure=_record_failure)
-    async with stream:
-        async for event in stream:
-            yield event
+    end: Finished | None = None
+    try:
+        while end is None:
+            item = await follower.queue.get()
+            if isinstance(item, Finished):
+                end = item
+            else:
+                yield item
+    finally:
+        if end is None:
+            reply.stop()  # the caller stopped reading: nobody else would
+    if end.error is not None and end.status != "stopped":
+        raise reply.error or ChatError(end.error.code, end.error.message)
+    upstream = reply.upstream_usage
+    figures = end.usage
+    if figures is not None:
+        yield UsageReport(
+            prompt_tokens=figures.prompt_tokens,
+            completion_tokens=figures.completion_tokens,
+            reasoning_tokens=figures.reasoning_tokens,
+            cost=figures.cost,
+            details=dict(upstream.details) if upstream is not None else {},
+            estimated=figures.estimated,
+        )
+    finish = reply.upstream_finish
+    yield finish if finish is not None else Finish(end.finish_reason, end.model, "")
 
 
 async def astream(
@@ -166,7 +262,7 @@ async def astream(
     *,
     on_chunk: Callable[[str], Any] | None = None,
     on_complete: Callable[[ChatResult], Any] | None = None,
-    on_error: Callable[[OpenRouterError], Any] | None = None,
+    on_error: Callable[[StreamchatError], Any] | None = None,
     **options: Any,
 ) -> AsyncIterator[str]:
     """The reply's text, piece by piece. Callbacks may be plain functions or coroutines."""
@@ -177,7 +273,7 @@ async def astream(
             if isinstance(event, ContentDelta):
                 await _call(on_chunk, event.text)
                 yield event.text
-    except OpenRouterError as error:
+    except StreamchatError as error:
         await _call(on_error, error)
         raise
     await _call(on_complete, collector.finish())
@@ -188,7 +284,7 @@ async def acomplete(
     *,
     on_chunk: Callable[[str], Any] | None = None,
     on_complete: Callable[[ChatResult], Any] | None = None,
-    on_error: Callable[[OpenRouterError], Any] | None = None,
+    on_error: Callable[[StreamchatError], Any] | None = None,
     **options: Any,
 ) -> ChatResult:
     """The whole reply at once."""
@@ -198,7 +294,7 @@ async def acomplete(
             collector.add(event)
             if isinstance(event, ContentDelta):
                 await _call(on_chunk, event.text)
-    except OpenRouterError as error:
+    except StreamchatError as error:
         await _call(on_error, error)
         raise
     result = collector.finish()
@@ -237,9 +333,9 @@ def _sync_events(messages: Messages, options: dict[str, Any]) -> Iterator[Stream
         pass
     else:
         raise RuntimeError("streamchat.api.stream() and complete() are sync: use astream/acomplete")
-    if _explicit_keys(options.get("api_key"), options.get("keys")) is None:
-        # Read the keys here, in the caller's thread and database connection.
-        options = {**options, "keys": key_store.usable_keys()}
+    if options.get("user") is None:
+        # Here, in the caller's thread and database connection (and transaction).
+        options = {**options, "user": system_user()}
     events = astream_events(messages, **options)
     try:
         while True:
@@ -257,7 +353,7 @@ def stream(
     *,
     on_chunk: Callable[[str], Any] | None = None,
     on_complete: Callable[[ChatResult], Any] | None = None,
-    on_error: Callable[[OpenRouterError], Any] | None = None,
+    on_error: Callable[[StreamchatError], Any] | None = None,
     **options: Any,
 ) -> Iterator[str]:
     """``astream`` for sync code: a generator of the reply's text."""
@@ -269,7 +365,7 @@ def stream(
                 if on_chunk is not None:
                     on_chunk(event.text)
                 yield event.text
-    except OpenRouterError as error:
+    except StreamchatError as error:
         if on_error is not None:
             on_error(error)
         raise
@@ -282,7 +378,7 @@ def complete(
     *,
     on_chunk: Callable[[str], Any] | None = None,
     on_complete: Callable[[ChatResult], Any] | None = None,
-    on_error: Callable[[OpenRouterError], Any] | None = None,
+    on_error: Callable[[StreamchatError], Any] | None = None,
     **options: Any,
 ) -> ChatResult:
     """``acomplete`` for sync code: the whole reply at once."""
@@ -292,7 +388,7 @@ def complete(
             collector.add(event)
             if isinstance(event, ContentDelta) and on_chunk is not None:
                 on_chunk(event.text)
-    except OpenRouterError as error:
+    except StreamchatError as error:
         if on_error is not None:
             on_error(error)
         raise

@@ -102,6 +102,10 @@ DEFAULTS: dict[str, Any] = {
     "API_STORE_CONVERSATIONS": False,
     # Largest OpenAI-compatible API request body, in bytes (above it: 413).
     "API_MAX_REQUEST_BYTES": 1024 * 1024,
+    # --- Python API (streamchat.api) -----------------------------------------------------------
+    # The user the Python API acts as when a call passes no user= (limits, budgets and usage
+    # rows are that user's); created on first use, inactive and without a usable password.
+    "SYSTEM_USERNAME": "streamchat-system",
     # --- Chat page ----------------------------------------------------------------------------
     # Content-Security-Policy header of the chat page (str), or None to send none (the host sets
     # its own). The default allows no inline script and no image from another origin.

@@ -421,6 +421,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except ChatError:
             pass
 
+    async def streamchat_usage(self, event: dict[str, Any]) -> None:
+        """OpenRouter's own figures for a reply that ended with estimated ones."""
+        if event["conversation"] in self.subscribed:
+            await self.send_frame({**event, "type": "reply.usage"})
+
     async def streamchat_conversation(self, event: dict[str, Any]) -> None:
         if event["conversation"] in self.subscribed:
             await self.send_frame({**event, "type": "conversation.updated"})

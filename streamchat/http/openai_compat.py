@@ -55,12 +55,15 @@ def api_error(
     param: str | None = None,
     retry_after: float | None = None,
     status: int | None = None,
+    details: dict[str, Any] | None = None,
 ) -> JsonResponse:
     """An error in OpenAI's shape, with the status its SDKs turn into the right exception
-    (``exceptions.openai_error``: a code that is not in the table is a 502, from upstream)."""
+    (``exceptions.openai_error``: a code that is not in the table is a 502, from upstream);
+    ``details`` are more fields of the error object (``StreamchatError.details``)."""
     shape = openai_error(code)
+    body = {"message": message, "type": shape.type, "param": param, "code": shape.code}
     response = JsonResponse(
-        {"error": {"message": message, "type": shape.type, "param": param, "code": shape.code}},
+        {"error": {**body, **(details or {})}},
         status=status or shape.status,
     )
     if retry_after is not None:
@@ -74,7 +77,13 @@ def _refused(error: StreamchatError) -> JsonResponse:
         if openai_error(error.public_code).code == "model_not_found"
         else error.message
     )
-    return api_error(error.public_code, message, param=error.field, retry_after=error.retry_after)
+    return api_error(
+        error.public_code,
+        message,
+        param=error.field,
+        retry_after=error.retry_after,
+        details=error.details,
+    )
 
 
 async def _token_user(request: HttpRequest) -> Any:

@@ -49,6 +49,7 @@ def error_response(error: StreamchatError) -> JsonResponse:
         extra["field"] = error.field
     if error.retry_after is not None:
         extra["retry_after"] = round(error.retry_after, 1)
+    extra.update(error.details)
     return json_error(error.public_code, error.message, **extra)
 
 

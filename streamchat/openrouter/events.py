@@ -31,6 +31,9 @@ class UsageReport:
     reasoning_tokens: int = 0
     cost: Decimal | None = None  # USD, as OpenRouter reported it
     details: dict[str, Any] = field(default_factory=dict)
+    # True when upstream reported no usage and these are streamchat's estimate (the Python API's
+    # results; a stream's own reports are never estimated).
+    estimated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

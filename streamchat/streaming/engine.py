@@ -21,6 +21,7 @@ from django.db import DatabaseError
 
 from ..conf import app_settings
 from ..exceptions import ChatError, other_workers_unreachable, unavailable
+from ..keys import KeyChoice
 from ..models import Message, Usage
 from ..text import clean_text
 from . import completions, db, layer
@@ -199,17 +200,21 @@ async def acomplete_messages(
     source: str = Usage.Source.API,
     keep: bool | None = None,
     follower: Follower | None = None,
+    keys: list[KeyChoice] | None = None,
+    extra_body: dict[str, Any] | None = None,
 ) -> Reply:
-    """A reply to ``messages`` the request carries itself (the OpenAI-compatible API).
+    """A reply to ``messages`` the request carries itself (the OpenAI-compatible and Python APIs).
 
-    The same admission as a chat message: an enabled model only, the user's limits and budgets
-    (reserved before the call, settled when it ends), the keys with failover, one Usage row.
-    ``keep`` (default: the ``API_STORE_CONVERSATIONS`` setting) also stores the exchange as a
-    conversation; otherwise the reply has no Message row. ``follower`` sees it from the first
-    delta.
+    The same admission as a chat message: an enabled model only (None: the default one), the
+    user's limits and budgets (reserved before the call, settled when it ends), the keys with
+    failover, one Usage row. ``keep`` (default: the ``API_STORE_CONVERSATIONS`` setting) also
+    stores the exchange as a conversation; otherwise the reply has no Message row. ``follower``
+    sees it from the first delta. ``keys`` replaces the site's keys for this reply (the Python
+    API's ``api_key=``); the limits and the ledger still apply. ``extra_body``: more OpenRouter
+    request fields from trusted host code (the Python API), never from a client.
     """
     turns = completions.validate_messages(messages)
-    if not isinstance(model, str) or not model.strip() or len(model) > 200:
+    if model is not None and (not isinstance(model, str) or not model.strip()):
         raise ChatError("invalid", "model must be a model id.", field="model")
     if keep is None:
         keep = bool(app_settings.API_STORE_CONVERSATIONS)
@@ -221,6 +226,8 @@ async def acomplete_messages(
         options=options,
         source=source,
         follower=follower,
+        keys=keys,
+        extra_body=extra_body,
     )
     assert accepted.reply is not None
     return accepted.reply
@@ -264,6 +271,8 @@ async def _start(
     source: str,
     follower: Follower | None,
     session_valid: Callable[[], bool] | None = None,
+    keys: list[KeyChoice] | None = None,
+    extra_body: dict[str, Any] | None = None,
 ) -> Accepted:
     if model is not None and (not isinstance(model, str) or len(model) > 200):
         raise ChatError("invalid", "model must be a model id.", field="model")
@@ -294,6 +303,8 @@ async def _start(
             source=source,
             follower=follower,
             session_valid=session_valid,
+            keys=keys,
+            extra_body=extra_body,
         )
     )
     hub.admitting += 1  # until it is launched (or refused): counted once, never twice
@@ -317,6 +328,8 @@ async def _admit_and_launch(
     source: str,
     follower: Follower | None,
     session_valid: Callable[[], bool] | None,
+    keys: list[KeyChoice] | None = None,
+    extra_body: dict[str, Any] | None = None,
 ) -> Accepted:
     try:
         try:
@@ -335,6 +348,10 @@ async def _admit_and_launch(
             raise unavailable() from None
         if isinstance(plan, Started):
             return _again(plan, follower)
+        if keys is not None:
+            plan.keys = keys
+        if extra_body:
+            plan.request.extra_body.update(extra_body)
         reply = launch(plan, follower)  # counted in hub.active from here
     finally:
         hub.admitting -= 1

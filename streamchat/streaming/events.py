@@ -18,12 +18,15 @@ DeltaKind = Literal["delta", "reasoning"]
 
 @dataclass(frozen=True, slots=True)
 class UsageFigures:
-    """A finished reply's tokens and cost (``cost`` None: no price known)."""
+    """A finished reply's tokens and cost, as the usage ledger holds them (``cost`` None: no
+    price known). ``estimated``: upstream reported no usage (a stopped or failed reply), so the
+    figures are streamchat's estimate until OpenRouter's own arrive (``reply.usage``)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reasoning_tokens: int = 0
     cost: Decimal | None = None
+    estimated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

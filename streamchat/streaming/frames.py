@@ -51,6 +51,7 @@ def usage(figures: UsageFigures | None) -> dict[str, Any] | None:
         "completion_tokens": figures.completion_tokens,
         "reasoning_tokens": figures.reasoning_tokens,
         "cost": str(figures.cost) if figures.cost is not None else None,
+        "estimated": figures.estimated,
     }
 
 
@@ -94,6 +95,7 @@ def finished_from(frame: dict[str, Any]) -> Finished:
             completion_tokens=figures["completion_tokens"],
             reasoning_tokens=figures["reasoning_tokens"],
             cost=None if figures.get("cost") is None else _decimal(figures["cost"]),
+            estimated=bool(figures.get("estimated")),
         )
         if figures
         else None,
@@ -128,6 +130,7 @@ def finished_event(reply: Message, usage_row: Usage | None = None) -> Finished:
             completion_tokens=usage_row.completion_tokens,
             reasoning_tokens=usage_row.reasoning_tokens,
             cost=usage_row.cost if usage_row.cost_source != Usage.CostSource.UNKNOWN else None,
+            estimated=usage_row.cost_source == Usage.CostSource.ESTIMATED,
         )
         if usage_row
         else None,

@@ -345,6 +345,7 @@ class ReplyRun:
                 cost=usage_fields["cost"]
                 if usage_fields["cost_source"] != Usage.CostSource.UNKNOWN
                 else None,
+                estimated=self.usage is None,
             ),
             ttft_ms=usage_fields["time_to_first_token_ms"],
             error=reply_error,
@@ -405,13 +406,13 @@ class ReplyRun:
         """Followers on other workers and other tabs learn the end through the channel layer."""
         from channels.layers import get_channel_layer
 
-        layer = get_channel_layer()
+        channel_layer = get_channel_layer()
         message = {**frames.finished(event), "type": "streamchat.finished"}
         try:
             if self.watched:
-                await layer.group_send(reply_group(self.reply_id), message)  # type: ignore[arg-type]
+                await channel_layer.group_send(reply_group(self.reply_id), message)  # type: ignore[arg-type]
             if event.conversation_id is not None:
-                await layer.group_send(conversation_group(event.conversation_id), message)
+                await channel_layer.group_send(conversation_group(event.conversation_id), message)
         except Exception as error:
             layer.trouble("publishing the end of a reply", error)
 
@@ -512,8 +513,29 @@ class ReplyRun:
         ):
             if isinstance(data.get(theirs), int):
                 figures[ours] = data[theirs]
-        if figures:
-            await db.run(store.update_usage_cost, usage_id, figures)
+        if not figures:
+            return
+        updated = await db.run(store.update_usage_cost, usage_id, figures)
+        if updated is not None and self.reply_id is not None:
+            # Pages showed the estimate: they replace it with the ledger's new figure.
+            await self._publish_usage(updated)
+
+    async def _publish_usage(self, figures: UsageFigures) -> None:
+        from channels.layers import get_channel_layer
+
+        assert self.record.conversation_id is not None
+        try:
+            await get_channel_layer().group_send(
+                conversation_group(self.record.conversation_id),
+                {
+                    "type": "streamchat.usage",
+                    "reply": self.reply_id,
+                    "conversation": self.record.conversation_id,
+                    "usage": frames.usage(figures),
+                },
+            )
+        except Exception as error:  # the page shows the ledger's figure on its next load
+            layer.trouble("publishing a reply's reported cost", error)
 
 
 async def _record_key_failure(key: key_store.KeyChoice, error: OpenRouterError) -> None:
@@ -563,6 +585,21 @@ class Reply:
     def result(self) -> Finished | None:
         """The ``Finished`` event once the reply ended."""
         return self._run.result
+
+    @property
+    def error(self) -> StreamchatError | None:
+        """Why it failed (an ``OpenRouterError`` for an upstream failure), once it ended."""
+        return self._run.error
+
+    @property
+    def upstream_finish(self) -> Finish | None:
+        """OpenRouter's end of the stream (finish reason, model, generation id, provider)."""
+        return self._run.finish
+
+    @property
+    def upstream_usage(self) -> UsageReport | None:
+        """The usage OpenRouter reported in the stream; None when it sent none."""
+        return self._run.usage
 
     @property
     def text(self) -> str:

@@ -24,6 +24,7 @@ from ..conf import app_settings
 from ..exceptions import ChatError, not_found
 from ..keys import KeyChoice, record_key_used
 from ..models import Conversation, Message, Reservation, Usage
+from .events import UsageFigures
 
 logger = logging.getLogger("streamchat.streaming")
 
@@ -440,9 +441,20 @@ def note_key_used(key: KeyChoice) -> None:
     record_key_used(key)
 
 
-def update_usage_cost(usage_id: int, figures: dict[str, Any]) -> None:
-    """Replace estimated figures with what OpenRouter's /generation reported later."""
+def update_usage_cost(usage_id: int, figures: dict[str, Any]) -> UsageFigures | None:
+    """Replace estimated figures with what OpenRouter's /generation reported later; the row's
+    figures as they now stand (None: the row is gone)."""
     Usage.objects.filter(pk=usage_id).update(**figures)
+    row = Usage.objects.filter(pk=usage_id).first()
+    if row is None:
+        return None
+    return UsageFigures(
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        reasoning_tokens=row.reasoning_tokens,
+        cost=row.cost if row.cost_source != Usage.CostSource.UNKNOWN else None,
+        estimated=row.cost_source == Usage.CostSource.ESTIMATED,
+    )
 
 
 def reap_interrupted(now: Any = None) -> list[int]:
