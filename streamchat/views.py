@@ -81,6 +81,8 @@ def _usage_totals(rows: list[Usage]) -> dict[str, Any] | None:
         "reasoning_tokens": sum(row.reasoning_tokens for row in rows),
         # A decimal string like the websocket's reply.finished; no float rounding on the way.
         "cost": format(cost.normalize(), "f") if cost else "0",
+        # Until OpenRouter's own figures replace them (a reply.usage frame tells open pages).
+        "estimated": any(row.cost_source == Usage.CostSource.ESTIMATED for row in rows),
     }
 
 

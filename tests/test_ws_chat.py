@@ -120,6 +120,28 @@ async def test_stop_closes_upstream_and_keeps_the_partial_reply(user, chat_socke
     await socket.close()
 
 
+async def test_a_stopped_reply_shows_an_estimate_then_the_ledgers_reported_cost(
+    user, chat_socket, simulator
+):
+    """One cost for the user and the admin: the finish says its figures are an estimate (no usage
+    chunk after a stop) and ``reply.usage`` brings OpenRouter's figure once the ledger has it."""
+    simulator.token_delay = 0.03
+    socket = await chat_socket(user)
+    await socket.send({"type": "send", "client_id": "est", "content": "Tell me"})
+    ack = await socket.recv_until("ack")
+    text = await socket.text_of_at_least(20)
+    await socket.send({"type": "stop", "reply": ack["reply"]})
+    _, finished = await socket.reply(ack["reply"], known=text)
+    assert finished["status"] == "stopped" and finished["usage"]["estimated"] is True
+    updated = await socket.recv_until("reply.usage")
+    assert updated["reply"] == ack["reply"] and updated["usage"]["estimated"] is False
+    usage = await Usage.objects.aget(message_id=ack["reply"])
+    assert usage.cost_source == "reported"
+    assert Decimal(updated["usage"]["cost"]) == usage.cost
+    assert updated["usage"]["completion_tokens"] == usage.completion_tokens
+    await socket.close()
+
+
 async def test_st01_reply_outlives_the_socket(user, chat_socket, simulator):
     simulator.token_delay = 0.01
     socket = await chat_socket(user)

@@ -385,7 +385,8 @@
         var u = message.usage;
         var total = (u.prompt_tokens || 0) + (u.completion_tokens || 0);
         meta.push(total + " tokens (" + (u.prompt_tokens || 0) + " in, " + (u.completion_tokens || 0) + " out)");
-        meta.push(formatCost(u.cost));
+        // An estimate (OpenRouter reported no usage) says so until its own figure arrives.
+        meta.push(u.estimated ? "≈ " + formatCost(u.cost) + " (estimate)" : formatCost(u.cost));
       }
     }
     parts.meta.textContent = meta.join(" · ");
@@ -639,6 +640,7 @@
       case "delta": return onDelta(frame, false);
       case "reasoning": return onDelta(frame, true);
       case "reply.finished": return onReplyFinished(frame);
+      case "reply.usage": return onReplyUsage(frame);
       case "conversation.updated": return onConversationUpdated(frame);
       case "error": return onError(frame);
       default: return undefined; // pong and anything newer
@@ -748,6 +750,14 @@
     else if (message.status === "stopped") announce("Reply stopped");
     else announce(message.parts ? message.parts.error.textContent : "The reply failed");
     refreshList();
+  }
+
+  function onReplyUsage(frame) {
+    // OpenRouter's own figures replaced an estimate in the ledger: show what the admin sees.
+    var message = state.messages.get(frame.reply);
+    if (!message || !frame.usage) return;
+    message.usage = frame.usage;
+    refreshMessage(message);
   }
 
   function onConversationUpdated(frame) {
