@@ -22,7 +22,9 @@ class StreamchatError(Exception):
 
     ``public_code`` is the code users and clients see; it differs from ``code`` only where two
     sources share a code (OpenRouter's own 429, ``rate_limited``, is shown as
-    ``upstream_rate_limited``, apart from our limits' ``rate_limited``).
+    ``upstream_rate_limited``, apart from our limits' ``rate_limited``). ``details``: more fields
+    for clients, sent with the code in every front end's error (``fits_max_tokens`` of a budget
+    refusal).
     """
 
     code: str
@@ -43,6 +45,7 @@ class StreamchatError(Exception):
         self.message = message
         self.field = field
         self.retry_after = retry_after
+        self.details: dict[str, Any] = {}
 
     @property
     def public_code(self) -> str:
@@ -55,6 +58,7 @@ class StreamchatError(Exception):
             frame["field"] = self.field
         if self.retry_after is not None:
             frame["retry_after"] = round(self.retry_after, 1)
+        frame.update(self.details)
         frame.update({k: v for k, v in extra.items() if v is not None})
         return frame
 
@@ -63,6 +67,7 @@ class StreamchatError(Exception):
         data: dict[str, Any] = {"code": self.public_code, "message": self.message}
         if self.retry_after is not None:
             data["retry_after"] = round(self.retry_after, 1)
+        data.update(self.details)
         return data
 
 

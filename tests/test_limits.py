@@ -238,7 +238,8 @@ def test_a_request_larger_than_the_limit_itself_cannot_be_waited_for(user):
     error = refused(user)
     assert error.limit == "tokens_per_day"
     assert error.retry_after is None
-    assert "shorter reply" in error.message
+    assert "more than your daily limit of 300 tokens allows" in error.message
+    assert error.fits_max_tokens == 200 and "max_tokens ≤ 200" in error.message
 
     RateLimit.objects.update(tokens_per_day=None)
     error = refused(user, **PRICED)

@@ -128,6 +128,7 @@ def admit(
             run_then,
             unlimited_rows,
             lease_seconds,
+            prompt_tokens,
         )
     except IntegrityError:
         raise  # from ``then``: the caller's own constraint (a repeated delivery, say)
@@ -158,6 +159,7 @@ def _admit(
     then: Callable[[], None],
     unlimited_rows: bool = True,
     lease_seconds: float | None = None,
+    prompt_tokens: int = 0,
 ) -> LimitExceeded | None:
     """Save ``request`` if it fits and run ``then`` in the same transaction; otherwise return the
     refusal. Retries transient lock errors."""
@@ -173,7 +175,9 @@ def _admit(
                     return None
                 _lock(request.user_id)
                 now = timezone.now()  # after the lock: admissions are stamped in lock order
-                refusal = refusal_for(request, limits, figures(request.user_id, now), now)
+                refusal = refusal_for(
+                    request, limits, figures(request.user_id, now), now, prompt_tokens
+                )
                 if refusal is None:
                     _stamp(request, now, lease_seconds)
                     then()

@@ -21,13 +21,25 @@ class LimitError(StreamchatError):
 
 
 class LimitExceeded(LimitError):
-    """A limit was hit; ``limit`` names it (a ``RateLimit`` field, e.g. "requests_per_minute")."""
+    """A limit was hit; ``limit`` names it (a ``RateLimit`` field, e.g. "requests_per_minute").
+
+    ``fits_max_tokens``: for a budget (tokens or spend), the largest ``max_tokens`` that would be
+    admitted now (None: no reply fits, or a smaller reply would not help); also in ``details``.
+    """
 
     code = "rate_limited"
 
-    def __init__(self, limit: str, *, retry_after: float | None, message: str) -> None:
+    def __init__(
+        self,
+        limit: str,
+        *,
+        retry_after: float | None,
+        message: str,
+        fits_max_tokens: int | None = None,
+    ) -> None:
         super().__init__(message, retry_after=retry_after)
         self.limit = limit
+        self.fits_max_tokens = fits_max_tokens
 
     def __repr__(self) -> str:
         return f"LimitExceeded({self.limit!r}, retry_after={self.retry_after})"

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
+from .. import pricing
 from ..models import Reservation
 from .exceptions import LimitExceeded
-from .ledger import COUNTED, MINUTE, period_starts
+from .ledger import COUNTED, MINUTE, PRECISION, period_starts
 from .resolution import EffectiveLimits
 
 
 def refusal_for(
-    request: Reservation, limits: EffectiveLimits, used: dict[str, Any], now: dt.datetime
+    request: Reservation,
+    limits: EffectiveLimits,
+    used: dict[str, Any],
+    now: dt.datetime,
+    prompt_tokens: int = 0,
 ) -> LimitExceeded | None:
     """None when ``request`` fits every limit; else the refusal for the limit that frees up last
     (the send goes through only when all of them have).
+
+    ``prompt_tokens``: the prompt's part of ``request.reserved_tokens`` (the rest is the reply's),
+    so a budget refusal can say which ``max_tokens`` would fit now (``fits_max_tokens``).
 
     ``retry_after`` is when the limit frees up: for a sliding minute, when the oldest counted
     request leaves the window; for a day or month, when the period ends; for running replies
@@ -28,13 +36,22 @@ def refusal_for(
     lease = (used["first_expiry"] - now).total_seconds() if used["first_expiry"] else None
     refusals: list[LimitExceeded] = []
 
-    def refuse(limit: str, retry_after: float | None, message: str) -> None:
+    def refuse(
+        limit: str, retry_after: float | None, message: str, fits: int | None = None
+    ) -> None:
+        if fits is not None:
+            message += f" — it fits with max_tokens ≤ {fits:,}."
+        elif message.endswith(";"):
+            message = message[:-1] + "."
         if getattr(limits, limit) == 0:
             retry_after, message = None, f"Sending is switched off for your account ({limit} is 0)."
+            fits = None
         elif retry_after is not None:
             retry_after = max(1, math.ceil(retry_after))
             message += f" Try again in {_duration(retry_after)}."
-        refusals.append(LimitExceeded(limit, retry_after=retry_after, message=message))
+        refusals.append(
+            LimitExceeded(limit, retry_after=retry_after, message=message, fits_max_tokens=fits)
+        )
 
     if (limit := limits.requests_per_minute) is not None and used["requests_per_minute"] >= limit:
         refuse(
@@ -48,12 +65,15 @@ def refusal_for(
 
     if (limit := limits.tokens_per_day) is not None:
         need, held = request.reserved_tokens, used["tokens_per_day"]
+        reply, left = need - prompt_tokens, max(0, limit - held)
+        room = left - prompt_tokens if left - prompt_tokens >= 1 else None
         if need > limit:
             refuse(
                 "tokens_per_day",
                 None,
-                f"This request may use up to {need} tokens, more than your daily limit of"
-                f" {limit}. Ask for a shorter reply.",
+                f"This reply could use up to {reply:,} tokens, more than your daily limit of"
+                f" {limit:,} tokens allows;",
+                room,
             )
         elif held + need > limit:
             # Fits once the running replies settle below their worst case? Then maybe sooner.
@@ -61,7 +81,9 @@ def refusal_for(
             refuse(
                 "tokens_per_day",
                 min(lease, to_day) if running_hold and lease is not None else to_day,
-                f"Daily token limit reached: {held} of {limit} tokens used or reserved.",
+                f"Daily token limit reached: {held:,} of {limit:,} tokens used or reserved. This"
+                f" reply could use up to {reply:,} tokens; {left:,} remain today;",
+                room,
             )
 
     if (budget := limits.spend_per_month) is not None:
@@ -75,15 +97,19 @@ def refusal_for(
             refuse(
                 "spend_per_month",
                 None,
-                f"This request may cost up to ${need_cost:.4f}, more than your monthly budget"
-                f" of ${budget:.2f}. Ask for a shorter reply.",
+                f"This reply could cost up to ${need_cost:.4f}, more than your monthly budget"
+                f" of ${budget:.2f} allows;",
+                _fits_spend(request, budget - held_cost, prompt_tokens),
             )
         elif not fits(held_cost):
             running_hold = fits(held_cost - used["spend_pending"])
             refuse(
                 "spend_per_month",
                 min(lease, to_month) if running_hold and lease is not None else to_month,
-                f"Monthly budget reached: ${held_cost:.4f} of ${budget:.2f} spent or reserved.",
+                f"Monthly budget reached: ${held_cost:.4f} of ${budget:.2f} spent or reserved;",
+                _fits_spend(request, budget - held_cost, prompt_tokens)
+                if need_cost is not None
+                else None,
             )
 
     if (limit := limits.concurrent_streams) is not None and used["concurrent_streams"] >= limit:
@@ -95,7 +121,35 @@ def refusal_for(
 
     if not refusals:
         return None
-    return max(refusals, key=lambda r: math.inf if r.retry_after is None else r.retry_after)
+    chosen = max(refusals, key=lambda r: math.inf if r.retry_after is None else r.retry_after)
+    # A smaller reply helps only when every limit hit is a budget; then the tightest one decides.
+    fitting = [r.fits_max_tokens for r in refusals]
+    if None in fitting:
+        chosen.fits_max_tokens = None
+    else:
+        smallest = min(f for f in fitting if f is not None)
+        if smallest != chosen.fits_max_tokens:
+            chosen.message += f" With your other limits: max_tokens ≤ {smallest:,}."
+        chosen.fits_max_tokens = smallest
+        chosen.details["fits_max_tokens"] = smallest
+    return chosen
+
+
+def _fits_spend(request: Reservation, left: Decimal, prompt_tokens: int) -> int | None:
+    """The largest ``max_tokens`` whose worst case fits in ``left`` USD, or None."""
+    price = request.completion_price
+    if not price or price <= 0 or left <= 0:
+        return None
+
+    def worst(tokens: int) -> Decimal:
+        cost = pricing.cost(prompt_tokens, tokens, request.prompt_price, price) or Decimal(0)
+        return cost.quantize(PRECISION, rounding=ROUND_CEILING)  # as admission rounds it
+
+    tokens = int((left - worst(0)) * pricing.MILLION / price)
+    step = max(1, math.ceil(PRECISION * pricing.MILLION / price))  # one rounding unit, in tokens
+    while tokens >= 1 and worst(tokens) > left:  # rounded up past ``left``: a little less
+        tokens -= step
+    return tokens if tokens >= 1 else None
 
 
 def _minute_frees_up(user_id: Any, limit: int, now: dt.datetime) -> float:

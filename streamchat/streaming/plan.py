@@ -10,14 +10,14 @@ soon as this returns.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import IntegrityError
 
 from .. import limits, snapshots
-from ..conf import app_settings
+from ..conf import DEFAULTS, app_settings
 from ..exceptions import ChatError
 from ..keys import KeyChoice
 from ..limits.resolution import effective_limits_from
@@ -35,6 +35,11 @@ class Options:
 
     temperature: float | None = None
     max_tokens: int | None = None
+    # More OpenRouter chat parameters, sent upstream as they are (``parameters.validate``:
+    # sampling, JSON mode, tools, routing); never ``model``, ``messages``, ``stream``, ``models``.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    # A fallback list the client asked for (each an enabled model); None: the admin's list.
+    fallback_models: tuple[str, ...] | None = None
 
 
 DEFAULT_OPTIONS = Options()
@@ -65,7 +70,7 @@ class Edit:
 class Exchange:
     """An OpenAI-compatible request: its own messages, stored as a conversation when ``keep``."""
 
-    turns: list[dict[str, str]]
+    turns: list[dict[str, Any]]
     keep: bool = False
 
 
@@ -106,17 +111,22 @@ def make_plan(
         if duplicate is not None:
             return _started(duplicate, client_id, duplicate.model)
     choice = store.choose_model(model)
+    fallback_models = (
+        _enabled_fallbacks(options.fallback_models)
+        if options.fallback_models is not None
+        else list(choice.fallback_models)
+    )
     # Validate and build the context before admitting: a bad id must not use up a request.
     messages, create = _prepare(user.pk, ask, choice, options, client_id)
     prompt_tokens = estimate_prompt_tokens(messages)
-    max_tokens = reply_token_cap(options, choice, prompt_tokens)
+    max_tokens = reply_token_cap(options, choice)
     keys = snapshots.usable_keys.get()
     try:
         reservation, rows = limits.admit(
             user,
             model=choice.model_id,
             prompt_tokens=prompt_tokens,
-            max_tokens=max_tokens or app_settings.RESERVE_MAX_TOKENS,
+            max_tokens=reserved_completion_tokens(max_tokens, choice, prompt_tokens),
             prompt_price=choice.prompt_price,
             completion_price=choice.completion_price,
             source=source,
@@ -132,7 +142,9 @@ def make_plan(
             raise
         return _started(duplicate, client_id, duplicate.model)
     except limits.LimitError as refused:
-        raise ChatError(refused.code, refused.message, retry_after=refused.retry_after) from None
+        error = ChatError(refused.code, refused.message, retry_after=refused.retry_after)
+        error.details = refused.details  # fits_max_tokens: what a smaller reply would need
+        raise error from None
     temperature = options.temperature if options.temperature is not None else choice.temperature
     record = (
         StoredReply(rows.reply_id, rows.conversation_id, rows.message_id)
@@ -142,9 +154,10 @@ def make_plan(
     request = ChatRequest(
         model=choice.model_id,
         messages=messages,
-        fallback_models=list(choice.fallback_models),
+        fallback_models=fallback_models,
         temperature=temperature,
         max_tokens=max_tokens,
+        extra_body=dict(options.extra),
         label=record.label,
     )
     return Plan(
@@ -160,13 +173,46 @@ def make_plan(
     )
 
 
-def reply_token_cap(options: Options, choice: ModelChoice, prompt_tokens: int) -> int | None:
-    """The most tokens a reply may have: asked for, else the model's setting, else what the
-    context length leaves after the prompt. It is sent upstream, so the budget reserved for it
-    holds; None (no cap known) reserves ``RESERVE_MAX_TOKENS``."""
-    cap = options.max_tokens or choice.max_tokens
-    if cap is None and choice.context_length:
-        cap = max(1, choice.context_length - prompt_tokens)
+def _enabled_fallbacks(models: tuple[str, ...]) -> list[str]:
+    """A client's ``models`` list: enabled models only, as for ``model`` (each may be billed)."""
+    for index, model_id in enumerate(models):
+        try:
+            store.choose_model(model_id)
+        except ChatError:
+            raise ChatError(
+                "invalid",
+                f"models[{index}]: {model_id} is not an enabled model (GET /v1/models lists them).",
+                field="models",
+            ) from None
+    return list(models)
+
+
+def reply_token_cap(options: Options, choice: ModelChoice) -> int | None:
+    """The ``max_tokens`` sent upstream: the smaller of the request's and the admin's max tokens
+    (the admin's is the largest reply allowed), never above the model's own completion cap; None
+    when neither is set (the reply is not cut by us)."""
+    asked = [cap for cap in (options.max_tokens, choice.max_tokens) if cap]
+    if not asked:
+        return None
+    cap = min(asked)
+    if choice.max_completion_tokens:
+        cap = min(cap, choice.max_completion_tokens)
+    return cap
+
+
+def reserved_completion_tokens(cap: int | None, choice: ModelChoice, prompt_tokens: int) -> int:
+    """The completion tokens the budgets reserve for a reply (docs/limits.md): the cap sent
+    upstream when there is one (the reply cannot pass it), else the smaller of the model's
+    completion cap and ``RESERVE_MAX_TOKENS``; never more than the context length leaves after
+    the prompt, and never a whole context window (a 128k window would refuse every send of a
+    modest daily budget)."""
+    if cap is None:
+        known = [
+            int(n) for n in (app_settings.RESERVE_MAX_TOKENS, choice.max_completion_tokens) if n
+        ]
+        cap = min(known) if known else DEFAULTS["RESERVE_MAX_TOKENS"]  # the setting is unset
+    if choice.context_length:
+        cap = min(cap, max(1, choice.context_length - prompt_tokens))
     return cap
 
 
@@ -203,7 +249,7 @@ def _prepare(
 def _prepare_rows(
     user_id: Any, ask: Ask, choice: ModelChoice, options: Options, client_id: str
 ) -> tuple[list[dict[str, Any]], Callable[[], NewReply | None]]:
-    cap = options.max_tokens or choice.max_tokens
+    cap = reply_token_cap(options, choice)
     if isinstance(ask, Send):
         branch: list[Message] = []
         conversation_id, parent_id = ask.conversation_id, ask.parent_id
@@ -254,7 +300,8 @@ def _prepare_rows(
     messages = completions.upstream_messages(ask.turns, choice)
     if not ask.keep:
         return messages, lambda: None
-    return messages, lambda: store.create_exchange_rows(user_id, choice.model_id, ask.turns)
+    stored = completions.stored_turns(ask.turns)
+    return messages, lambda: store.create_exchange_rows(user_id, choice.model_id, stored)
 
 
 def _question(content: str) -> Message:
