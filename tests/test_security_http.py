@@ -350,6 +350,96 @@ async def test_rl01_ws20_parallel_sse_and_openai_requests_on_two_workers_admit_e
     assert await Reservation.objects.acount() == k
 
 
+async def test_rl01_thirty_requests_over_all_four_entry_points_admit_exactly_k(
+    http_server, second_worker, http, sdk, simulator_settings, user
+):
+    """Every entry point is metered by the same limits: websocket, SSE and the OpenAI-compatible
+    API on two workers and the Python API in this process, 30 requests released together
+    against a limit of 5: exactly 5 reach upstream and 5 replies have usage rows."""
+    from streamchat import api
+    from streamchat.exceptions import ChatError
+    from tests.live_ws import asession_cookie, connect, read_reply
+    from tests.live_ws import frames as ws_frames
+    from tests.live_ws import send as ws_send
+
+    simulator = simulator_settings
+    k, n_each = 5, (8, 7, 8, 7)  # websocket, SSE, OpenAI-compatible, Python
+    simulator.token_delay = 0.001
+    await ChatModel.objects.acreate(model_id=MODEL, enabled=True, is_default=True)
+    await RateLimit.objects.acreate(scope="user", user=user, requests_per_minute=k)
+    session = await asession_for(user)
+    token = await sync_to_async(personal_token)(user)
+    workers = [http_server, second_worker]
+    cookie = await asession_cookie(user)
+    # One socket per send: a websockets client reads from one coroutine at a time.
+    sockets = [await connect(workers[i % 2], cookie) for i in range(n_each[0])]
+    sse_clients = [http(session, server=worker) for worker in workers]
+    api_clients = [sdk(token, server=worker) for worker in workers]
+    go = asyncio.Event()
+
+    async def websocket(i: int) -> tuple[str, str]:
+        socket = sockets[i]
+        await go.wait()
+        await ws_send(socket, {"type": "send", "client_id": f"ws-{i}", "content": f"Q {i}"})
+        async for answer in ws_frames(socket):
+            if answer["type"] == "error":
+                return "ws", answer["code"]
+            if answer["type"] == "ack":
+                break
+        text, finished = await read_reply(socket, answer["reply"])
+        return "ws", finished["status"] if text == DEFAULT_REPLY else "garbled"
+
+    async def sse(i: int) -> tuple[str, str]:
+        await go.wait()
+        body = {"client_id": f"sse-{i}", "content": f"Q {i}"}
+        async with sse_clients[i % 2].stream(
+            "POST", STREAM, json=body, headers=session.headers
+        ) as r:
+            if r.status_code != 200:
+                await r.aread()
+                return "sse", r.json()["code"]
+            seen = await read_stream(r)
+            return "sse", seen[-2].data["status"]
+
+    async def openai_api(i: int) -> tuple[str, str]:
+        await go.wait()
+        try:
+            await api_clients[i % 2].chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": f"Q {i}"}]
+            )
+        except openai.RateLimitError as limited:
+            return "api", limited.body["code"]
+        return "api", "complete"
+
+    async def python(i: int) -> tuple[str, str]:
+        await go.wait()
+        try:
+            result = await api.acomplete(f"Q {i}", user=user, model=MODEL)
+        except ChatError as refused:
+            return "python", refused.code
+        return "python", "complete" if result.text == DEFAULT_REPLY else "garbled"
+
+    makers = [websocket, sse, openai_api, python]
+    tasks = [
+        asyncio.create_task(make(i)) for make, n in zip(makers, n_each) for i in range(n)
+    ]
+    await asyncio.sleep(0.05)
+    go.set()
+    results = await asyncio.gather(*tasks)
+    for socket in sockets:
+        await socket.close()
+
+    outcomes = [outcome for _, outcome in results]
+    assert outcomes.count("complete") == k, results
+    assert set(outcomes) == {"complete", "rate_limited"}, results
+    assert len(simulator.chat_requests) == k
+    await settled_rows()
+    assert await Usage.objects.filter(outcome="complete").acount() == k
+    assert await Usage.objects.filter(outcome="refused").acount() == sum(n_each) - k
+    sources = {source async for source in Usage.objects.values_list("source", flat=True)}
+    assert sources == {"websocket", "sse", "api", "python"}
+
+
 # -- RL-02: a spend budget under parallel requests ----------------------------------------------
 
 

@@ -5,8 +5,10 @@ Guarantees:
 - ``open_stream`` does everything that may be retried, and nothing after: it tries the keys in
   order (401/402 → ``on_key_failure`` and the next key), retries 408/429/5xx and connection
   errors with exponential backoff and full jitter (honouring ``Retry-After`` up to
-  ``RETRY_AFTER_MAX``), and returns once OpenRouter answered HTTP 200. No retry ever happens
-  after that, so no text is duplicated and a reply is never billed twice.
+  ``RETRY_AFTER_MAX``), and returns once the stream brought its first delta (or ended). An error
+  event (both shapes) or a broken connection after HTTP 200 but before any delta is retried the
+  same way: an error event when its code is a 408/429/5xx (or OpenRouter's ``server_error``).
+  No retry ever happens after the first delta, so no text is ever shown twice.
 - Iterating a ``ChatStream`` yields ``ContentDelta`` / ``ReasoningDelta`` as they arrive, then one
   ``UsageReport`` (the last usage OpenRouter sent, wherever it sent it) and one ``Finish``. Any
   other ending raises ``OpenRouterError``: ``stream_error`` (both mid-stream error shapes),
@@ -59,6 +61,11 @@ logger = logging.getLogger(__name__)
 ERROR_GRACE = 1.0
 # Codes that mean "this key cannot be used": tell the caller, then try the next key.
 KEY_FAILURES = frozenset({"invalid_key", "out_of_credits"})
+# Error-event codes (when not an HTTP status) that mean "try again": OpenRouter's documented
+# mid-stream shape says "server_error"; statuses are judged as before the stream (_transient).
+TRANSIENT_CODES = frozenset(
+    {"server_error", "timeout", "rate_limit_exceeded", "overloaded", "service_unavailable"}
+)
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _NOTHING: tuple[StreamEvent, ...] = ()
@@ -113,8 +120,12 @@ async def open_stream(
     keys: Sequence[KeyChoice],
     *,
     on_key_failure: KeyFailureHook | None = None,
+    on_open: Callable[[ChatStream], None] | None = None,
 ) -> ChatStream:
-    """Send the request and return the stream once OpenRouter answered HTTP 200.
+    """Send the request and return the stream once it brought its first delta (or ended).
+
+    ``on_open`` sees each attempt's stream as soon as OpenRouter answered HTTP 200 (before its
+    first delta), so a caller that is stopped meanwhile knows the generation and key.
 
     Raises ``OpenRouterError``: ``no_api_key`` without keys; the last key's error when every key
     failed with 401/402; otherwise the error that retries could not overcome.
@@ -130,7 +141,11 @@ async def open_stream(
         attempt = 0
         while True:
             try:
-                return await _attempt(request, key, total_deadline)
+                stream = await _attempt(request, key, total_deadline)
+                if on_open is not None:
+                    on_open(stream)
+                await stream.prime()  # an error before the first delta is retried below
+                return stream
             except OpenRouterError as error:
                 if error.code in KEY_FAILURES and not error.retriable:
                     last_key_error = error
@@ -233,6 +248,10 @@ class ChatStream:
         self.invalid_bytes = 0
         # The high half of a surrogate pair that ended a delta, by kind, until the next delta.
         self._held: dict[type[StreamEvent], str] = {}
+        # What ``prime`` read ahead (up to the first delta), replayed by iteration.
+        self._source: AsyncIterator[StreamEvent] | None = None
+        self._primed: list[StreamEvent] = []
+        self._primed_error: OpenRouterError | None = None
 
     def __repr__(self) -> str:
         return f"<ChatStream {self.generation_id or '?'} {self.model_requested} {self.key!r}>"
@@ -244,7 +263,36 @@ class ChatStream:
         await self.aclose()
 
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
-        return self._events()
+        return self._replay() if self._source is not None else self._events()
+
+    async def prime(self) -> None:
+        """Read ahead to the first delta (or the end), for iteration to replay. Raises an error
+        that came before any delta when it is retriable (``open_stream`` tries again); any other
+        error is raised by iteration, after the events that came before it."""
+        source = self._source = self._events()
+        while True:
+            try:
+                event = await anext(source)
+            except StopAsyncIteration:
+                return
+            except OpenRouterError as error:
+                if error.retriable:
+                    raise
+                self._primed_error = error
+                return
+            self._primed.append(event)
+            if not isinstance(event, UsageReport):  # a delta, or the Finish
+                return
+
+    async def _replay(self) -> AsyncIterator[StreamEvent]:
+        primed, self._primed = self._primed, []
+        for event in primed:
+            yield event
+        if self._primed_error is not None:
+            raise self._primed_error
+        assert self._source is not None
+        async for event in self._source:
+            yield event
 
     async def aclose(self) -> None:
         """Close the HTTP response now (OpenRouter sees the abort); idempotent."""
@@ -282,8 +330,6 @@ class ChatStream:
 
     # --- the event stream ------------------------------------------------------------------
     async def _events(self) -> AsyncIterator[StreamEvent]:
-        task = asyncio.current_task()
-        assert task is not None
         chunks = self._response.http_response.aiter_bytes()
         buffer = b""
         self._rearm()
@@ -295,6 +341,9 @@ class ChatStream:
                     if self._expired == "grace":
                         break
                     raise self._timeout_error()
+                # The task reading now (``prime`` in open_stream and the caller may be two).
+                task = asyncio.current_task()
+                assert task is not None
                 self._reading = task
                 try:
                     data = await chunks.__anext__()
@@ -327,9 +376,12 @@ class ChatStream:
             if self._closed:
                 return  # aclose() from elsewhere ended the read
             logger.info("streamchat: OpenRouter stream broke: %r", exc)
+            started = self._last_delta is not None
             raise OpenRouterError(
                 "connection_error",
-                "The connection to OpenRouter broke off mid-reply.",
+                "The connection to OpenRouter broke off "
+                + ("mid-reply." if started else "before the reply started."),
+                retriable=not started,  # nothing was shown: open_stream tries again
                 generation_id=self.generation_id,
             ) from None
         finally:
@@ -474,13 +526,19 @@ class ChatStream:
             upstream, code = scrub_keys(str(error)), None
         detail = f" ({upstream})" if upstream else ""
         status = int(code) if isinstance(code, int) or str(code).isdigit() else None
+        started = self._last_delta is not None
         self.error = OpenRouterError(
             "stream_error",
-            f"The model provider failed mid-reply{detail}.",
+            f"The model provider failed {'mid-reply' if started else 'before replying'}{detail}.",
             status=status,
+            # Before any delta this is what a 5xx before the stream would have been, and
+            # open_stream retries it the same way (nothing was shown, so nothing repeats).
+            retriable=not started and _transient(status, code),
             generation_id=self.generation_id,
         )
-        self._grace_deadline = self._loop.time() + ERROR_GRACE
+        # A retried attempt's usage is not wanted: stop reading at once.
+        grace = 0.0 if self.error.retriable else ERROR_GRACE
+        self._grace_deadline = self._loop.time() + grace
         self._rearm()
 
     def _rearm(self) -> None:
@@ -488,6 +546,13 @@ class ChatStream:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._loop.call_at(self._deadline()[0], self._on_timer)
+
+
+def _transient(status: int | None, code: Any) -> bool:
+    """Whether an error event's code asks for a retry, as the same status before the stream."""
+    if status is not None:
+        return status in (408, 429) or status >= 500
+    return isinstance(code, str) and code in TRANSIENT_CODES
 
 
 def _clean_strings(value: Any) -> Any:

@@ -155,7 +155,10 @@ class ReplyRun:
     async def _consume(self) -> None:
         try:
             self.stream = stream = await open_stream(
-                self.request, self.plan.keys, on_key_failure=_record_key_failure
+                self.request,
+                self.plan.keys,
+                on_key_failure=_record_key_failure,
+                on_open=self._opened,
             )
             try:
                 # Text and reasoning are each kept within MAX_REPLY_CHARS (the last delta is cut
@@ -199,6 +202,11 @@ class ReplyRun:
             self.error = OpenRouterError(
                 "internal_error", f"The reply failed ({type(error).__name__})."
             )
+
+    def _opened(self, stream: ChatStream) -> None:
+        # Known from HTTP 200 on, not only from the first delta: a reply stopped before it
+        # still records its key and generation (and asks /generation for the cost).
+        self.stream = stream
 
     def _append(self, text: str) -> None:
         if not text:
