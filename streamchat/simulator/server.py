@@ -30,7 +30,7 @@ from .replies import (
     long_reply,
     tokenize,
 )
-from .scenarios import PRE_STREAM, Scenario, parse
+from .scenarios import IN_STREAM, PRE_STREAM, Scenario, parse
 from .state import (
     Generation,
     RecordedRequest,
@@ -183,6 +183,15 @@ async def generation(request: web.Request) -> web.Response:
 # --- chat completions -------------------------------------------------------------------------
 
 
+def in_stream_fault(state: SimulatorState, scenario: Scenario, model_id: str) -> Scenario:
+    """``scenario``, or a plain reply from its model once an in-stream fault with ``times=N``
+    has failed the first N requests for this exact id (query string included)."""
+    times = scenario.int("times", 0)  # 0: every time
+    if scenario.name in IN_STREAM and times and state.bump(model_id) > times:
+        return Scenario("default", scenario.model, scenario.params)
+    return scenario
+
+
 def pre_stream_failure(
     state: SimulatorState, scenario: Scenario, model_id: str, body: dict
 ) -> web.Response | None:
@@ -321,6 +330,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         assert failure is not None
         return failure
 
+    scenario = in_stream_fault(state, scenario, candidate)
     scripted = state.take_reply()
     text, reasoning = reply_for(scenario, body, scripted)
     run = Run(request, state, key, scenario, body, text, reasoning, scripted)
