@@ -17,6 +17,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .pricing import usd
+
 
 class Conversation(models.Model):
     owner = models.ForeignKey(
@@ -419,7 +421,7 @@ class Usage(models.Model):
 
     def __str__(self) -> str:
         model = self.model_used or self.model_requested
-        return f"{model}: {self.total_tokens} tokens, ${self.cost:.6f}"
+        return f"{model}: {self.total_tokens} tokens, {usd(self.cost)}"
 
     @property
     def total_tokens(self) -> int:

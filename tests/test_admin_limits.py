@@ -15,6 +15,7 @@ from django.utils import timezone
 from streamchat.admin import GroupRateLimitInline, UserRateLimitInline, add_limits_inlines
 from streamchat.limits import effective_limits
 from streamchat.models import RateLimit
+from streamchat.pricing import usd
 
 pytestmark = pytest.mark.django_db
 
@@ -99,7 +100,7 @@ def test_rl10_limits_resolve_user_then_groups_then_default(
         if shown is None:
             text = "no limit"
         elif name == "spend_per_month":
-            text = f"${shown:.4f}"
+            text = usd(shown)
         else:
             text = str(shown)
         assert f"<td>{text}</td>" in page.split(f'data-field="{name}"')[0].rsplit("<tr>", 1)[1]
@@ -154,7 +155,7 @@ def test_limit_page_shows_consumption_next_to_each_limit(admin_client, user_fact
     assert page.status_code == 200
     assert 'data-field="requests_per_day">1<' in text
     assert 'data-field="tokens_per_day">12<' in text
-    assert 'data-field="spend_per_month">$0.0100<' in text
+    assert 'data-field="spend_per_month">$0.01<' in text
     group_row = RateLimit.objects.create(scope="group", group=Group.objects.create(name="g"))
     page = admin_client.get(reverse("admin:streamchat_ratelimit_change", args=[group_row.pk]))
     assert "Consumption is per user" in page.content.decode()

@@ -116,9 +116,7 @@ def page_urls(objects) -> list[tuple[str, int]]:
     return urls
 
 
-def test_xss18_every_admin_page_renders_for_staff_and_escapes_user_strings(
-    admin_client, objects
-):
+def test_xss18_every_admin_page_renders_for_staff_and_escapes_user_strings(admin_client, objects):
     escaped_somewhere = False
     for url, status in page_urls(objects):
         response = admin_client.get(url)
@@ -185,7 +183,7 @@ def test_support_staff_browse_the_chat_log_read_only(client, user_factory, objec
     assert "Reply &lt;script&gt;" in text  # the messages are there
     assert 'name="_save"' not in text  # and nothing can be saved
     listing = client.get(reverse("admin:streamchat_conversation_changelist")).content.decode()
-    assert "0.001200" in listing and ">42<" in listing  # its usage: cost and tokens
+    assert ">$0.0012<" in listing and ">42<" in listing  # its usage: cost and tokens
     message = client.get(reverse("admin:streamchat_message_change", args=[objects["message"].pk]))
     assert message.status_code == 200 and "0.0012" in message.content.decode()
     assert (
@@ -218,4 +216,4 @@ def test_conversation_totals_do_not_multiply_across_messages(admin_client, objec
     listing = admin_client.get(reverse("admin:streamchat_conversation_changelist")).content.decode()
     # 2 messages; 45 tokens and $0.0013 over both usage rows.
     assert 'field-messages_count">2<' in listing
-    assert 'field-tokens">45<' in listing and "0.001300" in listing
+    assert 'field-tokens">45<' in listing and "$0.0013<" in listing

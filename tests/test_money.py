@@ -51,3 +51,91 @@ def test_usd_with_significant_digits_rounds_but_never_to_zero(amount, shown):
 def test_no_sub_cent_amount_reads_zero(amount):
     for significant in (None, 1, 2, 3):
         assert usd(Decimal(amount), significant=significant) not in ("$0.00", "$0", "$0.0")
+
+
+# -- Every page and message that prints money ----------------------------------------------------
+
+SUB_CENT_BUDGET = Decimal("0.004")
+SUB_CENT_COST = Decimal("0.0003")
+
+
+@pytest.mark.django_db
+def test_sub_cent_amounts_are_printed_true_on_every_admin_page(admin_client, user_factory):
+    from django.urls import reverse
+
+    from streamchat.models import Conversation, Message, RateLimit, Usage
+
+    user = user_factory(username="penny")
+    RateLimit.objects.create(scope="user", user=user, spend_per_month=SUB_CENT_BUDGET)
+    conversation = Conversation.objects.create(owner=user, title="cheap")
+    question = Message.objects.create(conversation=conversation, role="user", content="hi")
+    Usage.objects.create(
+        user=user,
+        message=question,
+        model_used="openai/gpt-4o-mini",
+        prompt_tokens=1,
+        completion_tokens=2,
+        cost=SUB_CENT_COST,
+        outcome="complete",
+    )
+    # The limit pages count from reservations: one settled at the same cost.
+    from streamchat import limits
+
+    reservation = limits.reserve(
+        user,
+        model="openai/gpt-4o-mini",
+        prompt_tokens=1,
+        max_tokens=2,
+        prompt_price=None,
+        completion_price=None,
+        source="python",
+    )
+    limits.settle(reservation, prompt_tokens=1, completion_tokens=2, cost=SUB_CENT_COST)
+    pages = {
+        "user's limits": reverse("admin:auth_user_change", args=[user.pk]),
+        "limit row": reverse(
+            "admin:streamchat_ratelimit_change", args=[RateLimit.objects.get().pk]
+        ),
+        "usage list": reverse("admin:streamchat_usage_changelist"),
+        "usage row": reverse("admin:streamchat_usage_change", args=[Usage.objects.get().pk]),
+        "dashboard": reverse("admin:streamchat_usage_dashboard"),
+        "conversations": reverse("admin:streamchat_conversation_changelist"),
+    }
+    for name, url in pages.items():
+        response = admin_client.get(url)
+        html = response.content.decode()
+        # (A true zero, e.g. a chart's bottom tick, is "$0.00"; the old formats are gone.)
+        assert "$0.0000<" not in html and "0.000000<" not in html, name
+        if name == "dashboard":
+            ticks = [tick.label for tick in response.context["cost_chart"].ticks]
+            assert ticks[0] == "$0.00" and "$0.00" not in ticks[1:], ticks
+        if name == "user's limits" or name == "limit row":
+            assert 'data-field="spend_per_month">$0.0003<' in html, name  # spent
+            assert f">{usd(SUB_CENT_BUDGET)}<" in html and "$0.004" in html, name  # the budget
+        elif name != "usage row":
+            assert ">$0.0003<" in html, name
+    assert str(Usage.objects.get()).endswith("3 tokens, $0.0003")
+
+
+@pytest.mark.django_db
+def test_a_refusal_names_a_sub_cent_budget_truly(user_factory):
+    from streamchat import limits
+    from streamchat.models import RateLimit
+
+    user = user_factory()
+    RateLimit.objects.create(scope="user", user=user, spend_per_month=SUB_CENT_BUDGET)
+    send = {
+        "model": "openai/gpt-4o-mini",
+        "prompt_tokens": 100,
+        "prompt_price": Decimal("1"),
+        "completion_price": Decimal("4"),
+        "source": "python",
+    }
+    with pytest.raises(limits.LimitExceeded) as too_large:
+        limits.reserve(user, max_tokens=2000, **send)  # $0.0081 at most: more than the budget
+    assert "$0.0081" in too_large.value.message and "$0.004" in too_large.value.message
+    limits.reserve(user, max_tokens=900, **send)  # $0.0037: fits
+    with pytest.raises(limits.LimitExceeded) as reached:
+        limits.reserve(user, max_tokens=900, **send)
+    assert "$0.0037 of $0.004" in reached.value.message
+    assert "$0.00 " not in reached.value.message + too_large.value.message

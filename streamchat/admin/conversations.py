@@ -20,6 +20,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
 from ..models import Conversation, Message, Usage
+from ..pricing import usd
 
 
 def usage_totals(**match: Any) -> dict[str, Any]:
@@ -122,7 +123,7 @@ class ConversationAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.display(description=_("cost (USD)"), ordering="usage_cost")
     def cost(self, conversation: Conversation) -> str:
-        return f"{getattr(conversation, 'usage_cost', 0):.6f}"
+        return usd(getattr(conversation, "usage_cost", 0))
 
 
 @admin.register(Message)

@@ -19,6 +19,7 @@ from django.db.models.functions import Cast, Coalesce, Round, TruncDate
 from django.utils import timezone
 
 from ..models import Usage
+from ..pricing import usd
 
 DAYS = 30
 # Requests that ended without an error (a user's stop is not an error).
@@ -132,7 +133,8 @@ def _tokens(value: float) -> str:
 
 
 def _usd(value: float) -> str:
-    return f"${value:,.2f}" if value >= 1 or value == 0 else f"${value:.4f}"
+    # Axis ticks and bar titles: three significant digits read well, and never round to $0.00.
+    return usd(value, significant=3)
 
 
 def window(today: date | None = None) -> tuple[list[date], datetime]:

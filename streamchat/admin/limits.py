@@ -21,6 +21,7 @@ from django.utils.translation import gettext_lazy as _
 
 from ..forms import GroupRateLimitForm, InlineRateLimitForm, RateLimitForm
 from ..models import RateLimit
+from ..pricing import usd
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def _shown(name: str, value: Any) -> str:
     if value is None:
         return str(_("no limit"))
     if name == "spend_per_month":
-        return f"${value:.4f}"
+        return usd(value)
     return str(value)
 
 

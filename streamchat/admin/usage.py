@@ -24,6 +24,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from ..models import Usage
+from ..pricing import usd
 from .dashboard import cost_total, dashboard_context, exact_cost
 
 CSV_COLUMNS = [
@@ -162,7 +163,7 @@ class UsageAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("cost (USD)"), ordering="cost")
     def cost_shown(self, row: Usage) -> str:
-        return f"{row.cost:.6f}"
+        return usd(row.cost)
 
     @admin.display(description=_("API key"), ordering="api_key")
     def key_shown(self, row: Usage) -> str:
