@@ -11,6 +11,12 @@ the token owner's limits and budgets, the API keys with failover, one usage row 
 statuses its SDKs map to exceptions: 401 ``AuthenticationError``, 404 ``NotFoundError`` (a model
 that is not enabled), 429 ``RateLimitError`` (with ``Retry-After``), 400, 413, 5xx.
 
+Every OpenRouter chat parameter the request sets (``response_format``, sampling, ``stop``,
+``seed``, ``tools``, ``provider``, ``models``, ``reasoning``…) is checked and sent upstream as
+written (``streaming.parameters``); any other field is a 400 naming it, never dropped silently.
+Tool calls are relayed, not run: their fragments stream back as ``delta.tool_calls`` chunks, and a
+reply that is not streamed has ``message.tool_calls`` with ``finish_reason: "tool_calls"``.
+
 A streamed reply's chunks carry our own id (``chatcmpl-…``); with
 ``stream_options.include_usage`` a last chunk with empty ``choices`` carries the usage. An
 upstream error after the first chunk arrives as an ``error`` event (the SDKs raise ``APIError``).
@@ -26,6 +32,7 @@ import math
 import secrets
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -37,7 +44,8 @@ from ..catalog import enabled_models
 from ..conf import app_settings
 from ..exceptions import ChatError, StreamchatError, openai_error, unavailable
 from ..models import ChatModel, Usage
-from ..streaming import engine, frames
+from ..openrouter.events import ToolCallDelta
+from ..streaming import engine, frames, parameters
 from ..streaming.follow import QueueFollower
 from ..streaming.hub import get_hub
 from ..streaming.reply import Reply
@@ -146,7 +154,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     except ChatError as error:
         return _refused(error)
 
-    follower = QueueFollower() if stream else None
+    follower = ApiFollower() if stream else None
     # Admission runs to its end even if the client goes away meanwhile (limits stay exact).
     starting = get_hub().spawn(
         engine.acomplete_messages(
@@ -191,19 +199,76 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
 
 
 def _parse(body: dict[str, Any]) -> tuple[bool, bool, engine.Options]:
-    stream = body.get("stream", False)
+    stream = body.get("stream")
+    if stream is None:
+        stream = False
     if not isinstance(stream, bool):
         raise ChatError("invalid", "stream must be true or false.", field="stream")
     stream_options = body.get("stream_options") or {}
     if not isinstance(stream_options, dict):
         raise ChatError("invalid", "stream_options must be an object.", field="stream_options")
-    if body.get("n", 1) != 1:
+    if body.get("n") not in (None, 1):
         raise ChatError("invalid", "Only n = 1 is supported.", field="n")
-    if body.get("tools") or body.get("functions"):
-        raise ChatError("invalid", "Tools are not supported.", field="tools")
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    passed = parameters.validate(body)
+    max_tokens = None
+    for name in ("max_tokens", "max_completion_tokens"):  # the newer name wins
+        value = body.get(name)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10**6:
+                raise ChatError(
+                    "invalid", f"{name} must be a whole number from 1 to 1000000.", field=name
+                )
+            max_tokens = value
     options = engine.validate_options(body.get("temperature"), max_tokens)
+    options = replace(options, extra=passed.extra, fallback_models=passed.models)
     return stream, bool(stream_options.get("include_usage")), options
+
+
+class ApiFollower(QueueFollower):
+    """A ``QueueFollower`` that also takes tool-call fragments. They wait in a list behind one
+    ``tool_calls`` frame, so fragments that come while the response is being written share a
+    chunk (one queue item per batch, not per fragment)."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[ToolCallDelta] = []
+
+    def tool_call(self, fragment: ToolCallDelta) -> None:
+        if self.closed:
+            return
+        if not self.calls:
+            self.queue.put_nowait({"type": "tool_calls"})
+        self.calls.append(fragment)
+
+    def take_calls(self) -> list[ToolCallDelta]:
+        calls, self.calls = self.calls, []
+        return calls
+
+
+def _tool_call_chunks(fragments: list[ToolCallDelta]) -> list[dict[str, Any]]:
+    """Fragments as ``delta.tool_calls`` items; consecutive ones of one call are joined (a
+    chunk names each call once, as OpenAI's do)."""
+    items: list[dict[str, Any]] = []
+    for fragment in fragments:
+        last = items[-1] if items else None
+        if last is not None and last["index"] == fragment.index and fragment.id is None:
+            last["function"]["arguments"] += fragment.arguments
+            if fragment.name and "name" not in last["function"]:
+                last["function"]["name"] = fragment.name
+            continue
+        item: dict[str, Any] = {"index": fragment.index}
+        if fragment.id is not None:
+            item["id"] = fragment.id
+            item["type"] = "function"
+        function: dict[str, Any] = {}
+        if fragment.name is not None:
+            function["name"] = fragment.name
+        function["arguments"] = fragment.arguments
+        item["function"] = function
+        items.append(item)
+    return items
 
 
 def _abandon(run: Reply) -> None:
@@ -249,6 +314,10 @@ def _completion(run: Reply, completion_id: str, created: int) -> JsonResponse:
     message: dict[str, Any] = {"role": "assistant", "content": run.text}
     if run.reasoning:
         message["reasoning"] = run.reasoning
+    tool_calls = run.tool_calls
+    if tool_calls:
+        message["tool_calls"] = [call.as_openai() for call in tool_calls]
+        message["content"] = run.text or None  # OpenAI's shape for a reply of calls only
     return JsonResponse(
         {
             "id": completion_id,
@@ -270,7 +339,7 @@ def _completion(run: Reply, completion_id: str, created: int) -> JsonResponse:
 
 async def _chunks(
     run: Reply,
-    follower: QueueFollower,
+    follower: ApiFollower,
     frame: dict[str, Any] | None,
     completion_id: str,
     created: int,
@@ -298,6 +367,10 @@ async def _chunks(
                 yield chunk({"content": frame["text"]})
             elif frame["type"] == "reasoning":
                 yield chunk({"reasoning": frame["text"]})  # OpenRouter's field for it
+            elif frame["type"] == "tool_calls":
+                calls = follower.take_calls()
+                if calls:
+                    yield chunk({"tool_calls": _tool_call_chunks(calls)})
             elif frame["type"] == "reply.finished":
                 ended = True
                 if frame["status"] == "error":

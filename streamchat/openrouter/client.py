@@ -9,14 +9,16 @@ Guarantees:
   event (both shapes) or a broken connection after HTTP 200 but before any delta is retried the
   same way: an error event when its code is a 408/429/5xx (or OpenRouter's ``server_error``).
   No retry ever happens after the first delta, so no text is ever shown twice.
-- Iterating a ``ChatStream`` yields ``ContentDelta`` / ``ReasoningDelta`` as they arrive, then one
+- Iterating a ``ChatStream`` yields ``ContentDelta`` / ``ReasoningDelta`` / ``ToolCallDelta`` as
+  they arrive (tool-call fragments as sent, never joined or parsed here), then one
   ``UsageReport`` (the last usage OpenRouter sent, wherever it sent it) and one ``Finish``. Any
   other ending raises ``OpenRouterError``: ``stream_error`` (both mid-stream error shapes),
   ``incomplete`` (ended without a finish reason), ``connection_error`` (reset, truncated body),
   ``first_token_timeout`` / ``idle_timeout`` / ``total_timeout``. A usage report that came with a
   failed stream is still yielded before the error (and kept on ``stream.usage``).
 - The deadlines are the client's own: keep-alive comments (``: OPENROUTER PROCESSING``) restart
-  the SDK's read timeout but not these. Only content and reasoning deltas count as progress.
+  the SDK's read timeout but not these. Only content, reasoning and tool-call deltas count as
+  progress.
 - On any error, timeout or ``aclose()`` the HTTP response is closed at once, so OpenRouter sees
   the abort and stops billing. After ``aclose()`` iteration ends without a ``Finish``.
 - Text is cleaned: NUL characters and lone UTF-16 surrogates are removed from deltas (PostgreSQL
@@ -52,7 +54,7 @@ import orjson
 from ..conf import app_settings
 from ..keys import KeyChoice
 from .errors import OpenRouterError, scrub_keys
-from .events import ContentDelta, Finish, ReasoningDelta, StreamEvent, UsageReport
+from .events import ContentDelta, Finish, ReasoningDelta, StreamEvent, ToolCallDelta, UsageReport
 from .sdk import async_client, request_timeout, translate
 
 logger = logging.getLogger(__name__)
@@ -504,6 +506,9 @@ class ChatStream:
                 thought = self._text(ReasoningDelta, thought, raw)
                 if thought:
                     events = (ReasoningDelta(thought), *events)
+            calls = delta.get("tool_calls")
+            if calls and isinstance(calls, list):
+                events = (*events, *tool_call_deltas(calls))
             if events:
                 first = self._last_delta is None
                 self._last_delta = self._loop.time()
@@ -553,6 +558,28 @@ def _transient(status: int | None, code: Any) -> bool:
     if status is not None:
         return status in (408, 429) or status >= 500
     return isinstance(code, str) and code in TRANSIENT_CODES
+
+
+def tool_call_deltas(calls: list[Any]) -> tuple[ToolCallDelta, ...]:
+    """``delta.tool_calls`` as events. An item that says nothing (no id, name or arguments) or
+    has no usable index is skipped: nothing could place it."""
+    events = []
+    for position, call in enumerate(calls):
+        if not isinstance(call, dict):
+            continue
+        index = call.get("index", position)
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            continue
+        function = call.get("function")
+        if not isinstance(function, dict):
+            function = {}
+        call_id, name, arguments = call.get("id"), function.get("name"), function.get("arguments")
+        call_id = call_id if isinstance(call_id, str) and call_id else None
+        name = name if isinstance(name, str) and name else None
+        arguments = arguments.replace("\x00", "") if isinstance(arguments, str) else ""
+        if call_id or name or arguments:
+            events.append(ToolCallDelta(index, call_id, name, arguments))
+    return tuple(events)
 
 
 def _clean_strings(value: Any) -> Any:

@@ -22,7 +22,7 @@ PRE_STREAM = {
 # Scenarios that stream and then misbehave.
 IN_STREAM = {"error-mid", "drop", "cut", "stall", "slow-first"}
 # Scenarios that reply normally with a particular text.
-REPLIES = {"default", "echo", "reasoning", "long", "xss", "error-body"}
+REPLIES = {"default", "echo", "reasoning", "long", "xss", "error-body", "inspect", "tools"}
 
 NAMES = PRE_STREAM | IN_STREAM | REPLIES
 

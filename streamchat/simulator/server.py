@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import socket
 import struct
 import time
@@ -20,7 +21,7 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from . import catalog
+from . import catalog, parameters
 from .replies import (
     DEFAULT_REPLY,
     REASONING,
@@ -274,14 +275,24 @@ def reply_for(
         REASONING if scenario.name == "reasoning" or catalog.is_reasoning(scenario.model) else None
     )
     if scripted is not None:
-        return scripted.text, scripted.reasoning if scripted.reasoning is not None else reasoning
-    if scenario.name == "echo" or scenario.flag("echo", False):
-        return last_user_text(body.get("messages") or []), reasoning
-    if scenario.name == "long":
-        return long_reply(scenario.int("tokens", 5000)), reasoning
-    if scenario.name == "xss":
-        return XSS_REPLY, reasoning
-    return DEFAULT_REPLY, reasoning
+        text = parameters.cut_at_stop(scripted.text, body.get("stop"))
+        return text, scripted.reasoning if scripted.reasoning is not None else reasoning
+    messages = body.get("messages") or []
+    if scenario.name == "inspect":
+        return parameters.inspect_reply(body), reasoning
+    after_tools = parameters.tool_result_reply(messages) if body.get("tools") else None
+    if after_tools is not None:
+        text = after_tools
+    elif scenario.name == "echo" or scenario.flag("echo", False):
+        text = last_user_text(messages)
+    elif scenario.name == "long":
+        text = long_reply(scenario.int("tokens", 5000))
+    elif scenario.name == "xss":
+        text = XSS_REPLY
+    else:
+        text = parameters.seeded(DEFAULT_REPLY, body.get("seed"))
+    text = parameters.json_mode(text, body.get("response_format"))
+    return parameters.cut_at_stop(text, body.get("stop")), reasoning
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -333,10 +344,30 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     scenario = in_stream_fault(state, scenario, candidate)
     scripted = state.take_reply()
     text, reasoning = reply_for(scenario, body, scripted)
+    calls = parameters.tool_calls_for(scenario, body) if scripted is None else None
     run = Run(request, state, key, scenario, body, text, reasoning, scripted)
     if body.get("stream"):
         return await run.stream()
     return await run.complete()
+
+
+def tool_calls_of(pieces: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """The whole calls the tool pieces delivered make up (a non-streamed reply's
+    ``message.tool_calls``)."""
+    calls: dict[int, dict[str, Any]] = {}
+    for kind, piece in pieces:
+        if kind != "tool":
+            continue
+        index, call_id, name, arguments = piece
+        if call_id is not None:
+            calls[index] = {
+                "id": call_id,
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
+        elif index in calls:
+            calls[index]["function"]["arguments"] += arguments
+    return [calls[index] for index in sorted(calls)]
 
 
 class Dropped(Exception):
@@ -356,6 +387,7 @@ class Run:
         text: str,
         reasoning: str | None,
         scripted: ScriptedReply | None = None,
+        tool_calls: list[tuple[str, str]] | None = None,
     ) -> None:
         self.request = request
         self.state = state
@@ -365,10 +397,16 @@ class Run:
         self.body = body
         self.model = scenario.model
         self.provider = catalog.provider(scenario.model)
-        pieces: list[tuple[str, str | bytes]] = [
-            ("reasoning", t) for t in tokenize(reasoning or "")
-        ]
-        if scripted is not None and scripted.pieces is not None:
+        pieces: list[tuple[str, Any]] = [("reasoning", t) for t in tokenize(reasoning or "")]
+        self.finish_reason = "stop"
+        if tool_calls:
+            # A call's first fragment names it (arguments ""), the arguments follow in pieces.
+            for index, (name, arguments) in enumerate(tool_calls):
+                call_id = f"call_{secrets.token_hex(8)}"
+                pieces.append(("tool", (index, call_id, name, "")))
+                pieces += [("tool", (index, None, None, t)) for t in tokenize(arguments)]
+            self.finish_reason = "tool_calls"
+        elif scripted is not None and scripted.pieces is not None:
             pieces += [("content", t) for t in scripted.pieces]
         else:
             pieces += [("content", t) for t in tokenize(text)]
@@ -481,8 +519,17 @@ class Run:
             finish = None
         usage = self.settle(finish_reason=finish)
         delivered = self.pieces[: self.sent]
-        content = "".join(as_text(t) for kind, t in delivered if kind == "content")
+        content: str | None = "".join(as_text(t) for kind, t in delivered if kind == "content")
         reasoning = "".join(as_text(t) for kind, t in delivered if kind == "reasoning") or None
+        calls = tool_calls_of(delivered)
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": content or (None if calls else ""),
+            "refusal": None,
+            "reasoning": reasoning,
+        }
+        if calls:
+            message["tool_calls"] = calls
         body = {
             "id": self.generation.id,
             "provider": self.provider,
@@ -496,12 +543,7 @@ class Run:
                     "finish_reason": finish,
                     "native_finish_reason": finish,
                     "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": content,
-                        "refusal": None,
-                        "reasoning": reasoning,
-                    },
+                    "message": message,
                 }
             ],
             "usage": usage,
@@ -626,7 +668,18 @@ class Run:
                     return
             if index and self.token_delay:
                 await asyncio.sleep(self.token_delay)
-            if kind == "reasoning":
+            if kind == "tool":
+                index, call_id, name, arguments = piece
+                fragment: dict[str, Any] = {"index": index}
+                if call_id is not None:
+                    fragment.update(id=call_id, type="function")
+                fragment["function"] = (
+                    {"name": name, "arguments": arguments}
+                    if name is not None
+                    else {"arguments": arguments}
+                )
+                delta = {"role": "assistant", "content": None, "tool_calls": [fragment]}
+            elif kind == "reasoning":
                 delta = {
                     "role": "assistant",
                     "content": "",

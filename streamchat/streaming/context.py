@@ -45,4 +45,11 @@ def build_messages(
 
 
 def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    return sum(estimate_tokens(m["content"]) + 4 for m in messages)
+    """A message's tool calls count like text (an API client's assistant turn may hold only
+    calls, its content None)."""
+    total = 0
+    for message in messages:
+        total += estimate_tokens(message.get("content") or "") + 4
+        for call in message.get("tool_calls") or ():
+            total += estimate_tokens(call["function"]["arguments"]) + 4
+    return total

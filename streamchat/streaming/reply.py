@@ -32,7 +32,15 @@ from ..exceptions import ChatError, StreamchatError
 from ..models import Message, Usage
 from ..openrouter.client import ChatStream, open_stream
 from ..openrouter.errors import OpenRouterError
-from ..openrouter.events import ContentDelta, Finish, ReasoningDelta, UsageReport
+from ..openrouter.events import (
+    ContentDelta,
+    Finish,
+    ReasoningDelta,
+    ToolCall,
+    ToolCallDelta,
+    UsageReport,
+    assemble_tool_calls,
+)
 from . import db, frames, layer, store
 from .context import estimate_prompt_tokens
 from .events import Finished, Follower, UsageFigures, error_from
@@ -60,6 +68,11 @@ class ReplyRun:
         self.length = 0  # code points of reply text so far
         self.reasoning: list[str] = []
         self.reasoning_length = 0
+        # Tool-call fragments as they came (the API relays them; ``Reply.tool_calls`` joins them)
+        # and the followers that take them: those with a ``tool_call`` method (the chat has none).
+        self.tool_fragments: list[ToolCallDelta] = []
+        self.tool_length = 0
+        self._tool_followers: dict[Follower, Callable[[ToolCallDelta], None]] = {}
         self.saved_length = 0  # text confirmed in the database (the base of published batches)
         self.saved_reasoning = 0
         self.status = Message.Status.STREAMING
@@ -84,9 +97,15 @@ class ReplyRun:
         if self.reasoning_length:
             follower.push("reasoning", 0, "".join(self.reasoning))
         self.followers.add(follower)
+        take = getattr(follower, "tool_call", None)
+        if take is not None:
+            for fragment in self.tool_fragments:
+                take(fragment)
+            self._tool_followers[follower] = take
 
     def unfollow(self, follower: Follower) -> None:
         self.followers.discard(follower)
+        self._tool_followers.pop(follower, None)
 
     def text_from(self, offset: int) -> str:
         return "".join(self.text)[offset:]
@@ -184,6 +203,15 @@ class ReplyRun:
                                 "length", stream.model_requested, stream.generation_id
                             )
                             break
+                    elif kind is ToolCallDelta:
+                        fragment: ToolCallDelta = event  # type: ignore[assignment]
+                        self.tool_length += len(fragment.arguments)  # bounded like the text
+                        if self.tool_length > limit:
+                            self.finish = Finish(
+                                "length", stream.model_requested, stream.generation_id
+                            )
+                            break
+                        self._tool_call(fragment)
                     elif kind is UsageReport:
                         self.usage = event  # type: ignore[assignment]
                     elif kind is Finish:
@@ -229,6 +257,13 @@ class ReplyRun:
         self.reasoning_length = offset + len(text)
         for follower in self.followers:
             follower.push("reasoning", offset, text)
+
+    def _tool_call(self, fragment: ToolCallDelta) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        self.tool_fragments.append(fragment)
+        for take in self._tool_followers.values():
+            take(fragment)
 
     async def _tick(self) -> None:
         """A checkpoint every CHECKPOINT_MS: the text added since the last one, the row's lease
@@ -616,6 +651,11 @@ class Reply:
     @property
     def reasoning(self) -> str:
         return "".join(self._run.reasoning)
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """The tool calls the model made, each whole (none for most replies)."""
+        return assemble_tool_calls(self._run.tool_fragments)
 
     def text_from(self, offset: int) -> str:
         return self._run.text_from(offset)
