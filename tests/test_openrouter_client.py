@@ -321,13 +321,62 @@ async def test_st10_usage_after_the_error_is_reported(sim: Simulator, shape: str
 
 
 @pytest.mark.parametrize("shape", ["top", "choice"])
-async def test_error_before_any_token(sim: Simulator, shape: str) -> None:
+async def test_error_before_any_token_is_retried_like_a_5xx(sim: Simulator, shape: str) -> None:
     events, error, _ = await run(
         sim, f"simulator/error-mid?after=0&shape={shape}&code=server_error"
     )
     assert error is not None and error.code == "stream_error" and error.status is None
+    assert "before replying" in error.message and "mid-reply" not in error.message
     assert events == []
-    assert len(sim.chat_requests) == 1  # HTTP 200 was answered: never retried
+    assert len(sim.chat_requests) == 3  # the first attempt and MAX_RETRIES (2), as for a 502
+
+
+@pytest.mark.parametrize("shape", ["top", "choice"])
+@pytest.mark.parametrize("code", ["502", "429", "server_error"])
+async def test_error_before_any_token_once_then_the_reply(
+    sim: Simulator, shape: str, code: str
+) -> None:
+    events, error, stream = await run(
+        sim, f"simulator/error-mid?after=0&shape={shape}&code={code}&usage_after=1&times=1"
+    )
+    assert error is None and text(events) == DEFAULT_REPLY
+    assert isinstance(events[-1], Finish) and events[-1].reason == "stop"
+    assert len([e for e in events if isinstance(e, UsageReport)]) == 1  # the reply's, only
+    assert len(sim.chat_requests) == 2
+    assert stream is not None and stream.generation_id == events[-1].generation_id
+
+
+@pytest.mark.parametrize("code", ["400", "invalid_request"])
+async def test_error_before_any_token_that_a_retry_cannot_fix_is_not_retried(
+    sim: Simulator, code: str
+) -> None:
+    events, error, _ = await run(sim, f"simulator/error-mid?after=0&code={code}&times=1")
+    assert error is not None and error.code == "stream_error" and not error.retriable
+    assert "before replying" in error.message
+    assert events == [] and len(sim.chat_requests) == 1
+
+
+async def test_connection_reset_before_any_token_is_retried(sim: Simulator) -> None:
+    events, error, _ = await run(sim, "simulator/drop?after=0&times=1")
+    assert error is None and text(events) == DEFAULT_REPLY
+    assert len(sim.chat_requests) == 2
+
+
+async def test_a_stop_before_the_first_token_sees_the_open_stream(sim: Simulator) -> None:
+    # on_open hands over each attempt's stream at HTTP 200, before its first delta.
+    opened: list[ChatStream] = []
+    task = asyncio.ensure_future(
+        open_stream(
+            request("simulator/slow-first?delay=30"), [key_for(sim.api_key)], on_open=opened.append
+        )
+    )
+    while not opened:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert opened[0].generation_id.startswith("gen-")
+    await sim.await_disconnect(timeout=10)  # the response was closed: OpenRouter sees the abort
 
 
 async def test_error_event_followed_by_done(sim: Simulator) -> None:
