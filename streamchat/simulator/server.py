@@ -345,7 +345,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     scripted = state.take_reply()
     text, reasoning = reply_for(scenario, body, scripted)
     calls = parameters.tool_calls_for(scenario, body) if scripted is None else None
-    run = Run(request, state, key, scenario, body, text, reasoning, scripted)
+    run = Run(request, state, key, scenario, body, text, reasoning, scripted, calls)
     if body.get("stream"):
         return await run.stream()
     return await run.complete()
