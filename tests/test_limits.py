@@ -15,6 +15,7 @@ from django.db import OperationalError, connection, connections
 from django.utils import timezone
 
 from streamchat import limits
+from streamchat.limits.rules import RUNNING_RETRY_AFTER
 from streamchat.models import Conversation, LimitLock, Message, RateLimit, Reservation, Usage
 
 pytestmark = pytest.mark.django_db
@@ -312,14 +313,27 @@ def test_released_requests_count_nothing(user):
     assert limits.consumption(user)["tokens_per_day"] == 500
 
 
-def test_a_limit_of_zero_switches_sending_off(user):
-    set_limits(concurrent_streams=0)
+ZERO_REQUESTS = [
+    pytest.param(SEND, id="unknown-prices"),
+    pytest.param(PRICED, id="priced"),
+    pytest.param({**SEND, "prompt_price": Decimal(0), "completion_price": Decimal(0)}, id="free"),
+    pytest.param({**SEND, "prompt_tokens": 0, "max_tokens": 0}, id="zero-tokens"),
+]
 
-    error = refused(user)
 
-    assert error.limit == "concurrent_streams"
+@pytest.mark.parametrize("request_", ZERO_REQUESTS)
+@pytest.mark.parametrize("field", limits.LIMIT_FIELDS)
+def test_a_limit_of_zero_switches_sending_off_whatever_the_request(user, field, request_):
+    # Even a request that uses nothing of it: $0 at a free model, 0 tokens.
+    set_limits(**{field: 0})
+
+    error = refused(user, **request_)
+
+    assert error.limit == field
     assert error.retry_after is None
     assert "switched off" in error.message
+    assert not Reservation.objects.exists()
+    assert Usage.objects.get().error_code == field
 
 
 def test_several_limits_hit_the_refusal_names_the_one_that_frees_up_last(user):
@@ -346,28 +360,30 @@ def test_days_and_months_follow_the_sites_time_zone(settings):
 # --- Retry-after figures -----------------------------------------------------------------------
 
 
-def test_concurrent_streams_retry_after_is_the_lease_and_renew_shortens_it(
-    user, streamchat_settings
-):
-    streamchat_settings(TOTAL_TIMEOUT=100.0, LEASE_SECONDS=10)
+def test_concurrent_streams_retry_after_is_a_short_poll_not_the_lease(user, streamchat_settings):
+    # A running reply may end with its next delta: the refusal says to retry soon, not when the
+    # lease of TOTAL_TIMEOUT + LEASE_SECONDS lapses (only a dead worker's reply lasts that long).
+    streamchat_settings(TOTAL_TIMEOUT=600.0, LEASE_SECONDS=30)
     set_limits(concurrent_streams=1)
     running = send(user)
 
-    assert refused(user).retry_after in (110, 111)
+    assert refused(user).retry_after == RUNNING_RETRY_AFTER
 
+    # A lease that lapses sooner than the poll is the sooner answer.
+    streamchat_settings(LEASE_SECONDS=1)
     limits.renew(running)
-    assert refused(user).retry_after in (10, 11)
+    assert refused(user).retry_after == 1
 
 
-def test_budget_held_by_running_replies_frees_up_at_their_lease(user, streamchat_settings):
-    streamchat_settings(TOTAL_TIMEOUT=100.0, LEASE_SECONDS=10)
+def test_budget_held_by_running_replies_frees_up_soon(user, streamchat_settings):
+    streamchat_settings(TOTAL_TIMEOUT=600.0, LEASE_SECONDS=30)
     set_limits(tokens_per_day=600)
     running = send(user)
 
     error = refused(user)  # fits once the running reply settles below its worst case
 
     assert error.limit == "tokens_per_day"
-    assert error.retry_after in (110, 111)
+    assert error.retry_after == RUNNING_RETRY_AFTER
     limits.settle(running, prompt_tokens=50, completion_tokens=50, cost=None)
     send(user)
 

@@ -334,3 +334,79 @@ async def test_limits_fail_closed_when_their_store_is_unavailable(
     finally:
         await sync_to_async(_limit_store)(True)
     await socket.close()
+
+
+# -- A limit of 0 is off; retry_after for running replies --------------------------------------
+
+FREE_MODEL = "mistralai/mistral-7b-instruct:free"  # the simulator charges nothing for it
+
+
+@pytest.mark.parametrize(
+    ("model", "prompt_price", "completion_price"),
+    [
+        pytest.param(FREE_MODEL, Decimal(0), Decimal(0), id="free-model"),
+        pytest.param(MODEL, PROMPT_PRICE, COMPLETION_PRICE, id="priced-model"),
+        pytest.param(MODEL, None, None, id="unknown-prices"),
+    ],
+)
+@pytest.mark.parametrize(
+    "field",
+    [
+        "requests_per_minute",
+        "requests_per_day",
+        "tokens_per_day",
+        "spend_per_month",
+        "concurrent_streams",
+    ],
+)
+async def test_a_limit_of_zero_refuses_every_send_whatever_the_price(
+    user, chat_socket, simulator_settings, field, model, prompt_price, completion_price
+):
+    simulator = simulator_settings
+    await ChatModel.objects.acreate(
+        model_id=model,
+        enabled=True,
+        is_default=True,
+        prompt_price=prompt_price,
+        completion_price=completion_price,
+    )
+    await RateLimit.objects.acreate(scope="user", user=user, **{field: 0})
+    socket = await chat_socket(user)
+
+    await socket.send({"type": "send", "client_id": "z", "content": "Anything free?"})
+    refused = await answer(socket, "z")
+
+    assert refused["type"] == "error" and refused["code"] == "rate_limited", refused
+    assert refused.get("retry_after") is None  # waiting will not help
+    assert "switched off" in refused["message"]
+    assert simulator.chat_requests == []
+    assert await Reservation.objects.acount() == 0
+    assert [u.error_code async for u in Usage.objects.filter(outcome="refused")] == [field]
+    await socket.close()
+
+
+async def test_a_refusal_for_running_replies_says_to_retry_soon_not_at_the_lease(
+    user, chat_socket, simulator_settings
+):
+    from streamchat.limits.rules import RUNNING_RETRY_AFTER
+
+    simulator = simulator_settings
+    simulator.token_delay = 0.05  # the first reply is still running when the second is sent
+    await RateLimit.objects.acreate(scope="user", user=user, concurrent_streams=1)
+    socket = await chat_socket(user)
+    await socket.send({"type": "send", "client_id": "run", "content": "A long one"})
+    running = await answer(socket, "run")
+    assert running["type"] == "ack"
+
+    await socket.send({"type": "send", "client_id": "next", "content": "And another"})
+    refused = await answer(socket, "next")
+
+    assert refused["code"] == "rate_limited"
+    # Not the lease (TOTAL_TIMEOUT + LEASE_SECONDS, or LEASE_SECONDS once renewed).
+    assert refused["retry_after"] == RUNNING_RETRY_AFTER
+    await socket.send({"type": "stop", "reply": running["reply"]})
+    await settle_runs()
+    await socket.send({"type": "send", "client_id": "after", "content": "Now?"})
+    assert (await answer(socket, "after"))["type"] == "ack"
+    await settle_runs()
+    await socket.close()

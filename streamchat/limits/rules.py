@@ -9,9 +9,16 @@ from typing import Any
 
 from .. import pricing
 from ..models import Reservation
+from ..pricing import usd
 from .exceptions import LimitExceeded
 from .ledger import COUNTED, MINUTE, PRECISION, period_starts
-from .resolution import EffectiveLimits
+from .resolution import LIMIT_FIELDS, EffectiveLimits
+
+# retry_after (s) for a refusal that running replies cause (a concurrent-stream slot, or budget
+# they hold). A reply may end with its next delta, and nothing tells when: its lease is only the
+# latest it frees up (a dead worker's). So the answer is this short poll, or the lease if sooner;
+# a refused retry costs one admission query and no upstream call.
+RUNNING_RETRY_AFTER = 5
 
 
 def refusal_for(
@@ -29,11 +36,14 @@ def refusal_for(
 
     ``retry_after`` is when the limit frees up: for a sliding minute, when the oldest counted
     request leaves the window; for a day or month, when the period ends; for running replies
-    (concurrent streams, or a budget they hold), their earliest lease at the latest.
+    (concurrent streams, or a budget they hold), ``RUNNING_RETRY_AFTER`` or their earliest lease
+    if sooner. A limit of 0 refuses every request, whatever it would use (a free model's $0
+    included), with no ``retry_after``.
     """
     _, next_day, _, next_month = period_starts(now)
     to_day, to_month = (next_day - now).total_seconds(), (next_month - now).total_seconds()
     lease = (used["first_expiry"] - now).total_seconds() if used["first_expiry"] else None
+    running = None if lease is None else min(lease, RUNNING_RETRY_AFTER)
     refusals: list[LimitExceeded] = []
 
     def refuse(
@@ -52,6 +62,13 @@ def refusal_for(
         refusals.append(
             LimitExceeded(limit, retry_after=retry_after, message=message, fits_max_tokens=fits)
         )
+
+    # 0 is off, checked first: a $0 request fits a $0 budget, a 0-token one 0 tokens.
+    for name in LIMIT_FIELDS:
+        if getattr(limits, name) == 0:
+            refuse(name, None, "")
+    if refusals:
+        return refusals[0]
 
     if (limit := limits.requests_per_minute) is not None and used["requests_per_minute"] >= limit:
         refuse(
@@ -80,7 +97,7 @@ def refusal_for(
             running_hold = held - used["tokens_pending"] + need <= limit
             refuse(
                 "tokens_per_day",
-                min(lease, to_day) if running_hold and lease is not None else to_day,
+                min(running, to_day) if running_hold and running is not None else to_day,
                 f"Daily token limit reached: {held:,} of {limit:,} tokens used or reserved. This"
                 f" reply could use up to {reply:,} tokens; {left:,} remain today;",
                 room,
@@ -97,16 +114,16 @@ def refusal_for(
             refuse(
                 "spend_per_month",
                 None,
-                f"This reply could cost up to ${need_cost:.4f}, more than your monthly budget"
-                f" of ${budget:.2f} allows;",
+                f"This reply could cost up to {usd(need_cost)}, more than your monthly budget"
+                f" of {usd(budget)} allows;",
                 _fits_spend(request, budget - held_cost, prompt_tokens),
             )
         elif not fits(held_cost):
             running_hold = fits(held_cost - used["spend_pending"])
             refuse(
                 "spend_per_month",
-                min(lease, to_month) if running_hold and lease is not None else to_month,
-                f"Monthly budget reached: ${held_cost:.4f} of ${budget:.2f} spent or reserved;",
+                min(running, to_month) if running_hold and running is not None else to_month,
+                f"Monthly budget reached: {usd(held_cost)} of {usd(budget)} spent or reserved;",
                 _fits_spend(request, budget - held_cost, prompt_tokens)
                 if need_cost is not None
                 else None,
@@ -115,7 +132,7 @@ def refusal_for(
     if (limit := limits.concurrent_streams) is not None and used["concurrent_streams"] >= limit:
         refuse(
             "concurrent_streams",
-            lease,
+            running,
             f"You have {used['concurrent_streams']} replies running; the limit is {limit}.",
         )
 
