@@ -46,6 +46,7 @@ def check_against_simulator(models: dict[str, ChatModel]) -> None:
         assert row.prompt_price == Decimal(entry["pricing"]["prompt"]) * 1_000_000
         assert row.completion_price == Decimal(entry["pricing"]["completion"]) * 1_000_000
         assert row.context_length == entry["context_length"]
+        assert row.max_completion_tokens == entry["top_provider"]["max_completion_tokens"]
         assert row.last_synced is not None
 
 
@@ -146,12 +147,39 @@ def test_sync_ignores_malformed_entries():
                 "id": "ok/model",
                 "pricing": {"prompt": "-1", "completion": "abc"},
                 "context_length": -5,
+                "top_provider": {"max_completion_tokens": "lots"},
             },
         ]
     )
     assert result.created == ["ok/model"] and result.skipped == 3
     row = ChatModel.objects.get()
     assert (row.prompt_price, row.completion_price, row.context_length) == (None, None, None)
+    assert row.max_completion_tokens is None
+
+
+@pytest.mark.parametrize(
+    ("top_provider", "expected"),
+    [
+        ({"context_length": 128_000, "max_completion_tokens": 16_384}, 16_384),
+        ({"max_completion_tokens": None}, None),  # OpenRouter publishes null for many models
+        ({"max_completion_tokens": 0}, None),
+        ({"max_completion_tokens": True}, None),
+        ({"max_completion_tokens": float("inf")}, None),
+        ({"max_completion_tokens": 2**40}, 2_147_483_647),
+        (None, None),
+        ("junk", None),
+    ],
+)
+def test_sync_reads_the_top_providers_completion_cap(top_provider, expected):
+    sync_models([{"id": "ok/model", "top_provider": top_provider}])
+    assert ChatModel.objects.get().max_completion_tokens == expected
+
+
+def test_sync_refreshes_the_completion_cap_and_keeps_admin_max_tokens(simulator_settings):
+    ChatModel.objects.create(model_id="openai/gpt-4o", max_tokens=500, max_completion_tokens=1)
+    call_command("sync_openrouter_models", stdout=StringIO())
+    row = ChatModel.objects.get(model_id="openai/gpt-4o")
+    assert (row.max_tokens, row.max_completion_tokens) == (500, 16_384)
 
 
 def model_form(**fields):
@@ -166,6 +194,7 @@ def model_form(**fields):
         "prompt_price": "",
         "completion_price": "",
         "context_length": "",
+        "max_completion_tokens": "",
     }
     data.update(fields)
     return {k: v for k, v in data.items() if v is not None}
@@ -191,6 +220,11 @@ def test_model_form_saves_fallbacks_one_per_line(admin_client):
         ({"enabled": None, "is_default": "on"}, "The default model must be enabled"),
         ({"fallback_models": "openai/gpt-4o"}, "cannot be its own fallback"),
         ({"fallback_models": "good/one\n<script>"}, "is not a model id"),
+        ({"model_id": "openai/gpt-4o?after=10"}, "Only the simulator&#x27;s models"),
+        ({"model_id": "simulator/stall?after"}, "name=value pairs"),
+        ({"model_id": "simulator/stall?after=1;drop=1"}, "name=value pairs"),
+        ({"model_id": "simulator/stall?<b>=1"}, "name=value pairs"),
+        ({"fallback_models": "openai/gpt-4o-mini?x=1"}, "is not a model id"),
     ],
 )
 def test_model_form_errors(admin_client, fields, message):
@@ -247,3 +281,21 @@ def test_default_model_cannot_be_disabled_from_the_list(admin_client):
     data["form-0-enabled"] = "on"
     assert admin_client.post(reverse(CHANGELIST), data).status_code == 302
     assert list(ChatModel.objects.filter(enabled=True)) == [default]
+
+
+@pytest.mark.parametrize(
+    "model_id",
+    [
+        "simulator/stall?after=10",
+        "simulator/stall?after=10&comments=1",
+        "simulator/error-mid?after=4&code=429&message=Rate+limit+exceeded",
+        "simulator/server-error?status=503&times=1&n=2",
+    ],
+)
+def test_model_form_accepts_simulator_ids_with_parameters(admin_client, model_id):
+    # docs/simulator.md: a scenario's parameters ride in a query string inside the id.
+    fields = model_form(model_id=model_id, fallback_models="simulator/echo?delay_ms=1")
+    response = admin_client.post(reverse("admin:streamchat_chatmodel_add"), fields)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    row = ChatModel.objects.get()
+    assert (row.model_id, row.fallback_models) == (model_id, ["simulator/echo?delay_ms=1"])
