@@ -411,7 +411,6 @@ class Run:
         else:
             pieces += [("content", t) for t in tokenize(text)]
         self.split_characters = scripted is not None and scripted.split_characters
-        self.finish_reason = "stop"
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         if isinstance(max_tokens, int) and 0 < max_tokens < len(pieces):
             pieces = pieces[:max_tokens]
