@@ -133,6 +133,9 @@ STREAMCHAT = {
     "ENCRYPTION_KEYS": env_list("STREAMCHAT_ENCRYPTION_KEYS", ""),
 }
 
+# streamchat's secrets stay out of error pages and error mails, DEBUG on or off (docs/security.md).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "streamchat.debug.SecretsExceptionReporterFilter"
+
 # Each record is written once: one handler, on the root logger. (A handler on the `streamchat`
 # logger as well wrote each of its lines twice under Daphne, whose command line puts a handler on
 # the root logger; Django's own console handler did the same to Django's lines under DEBUG.) The

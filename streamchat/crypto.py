@@ -14,7 +14,10 @@ Guarantees:
   The derived keys always decrypt (after the configured ones), so secrets stored under the default
   move to a dedicated key with one run of ``rotate_encryption_keys``.
 
-Nothing here logs, and no exception raised here carries a plaintext or a key.
+Nothing here logs, and no exception raised here carries a plaintext or a key. Every plaintext
+that passes through here (all of them are API keys) is remembered by ``streamchat.scrub``, so any
+text that echoes one can be masked in this process; the functions holding a plaintext are
+``sensitive_variables`` (error pages and mails show stars).
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.crypto import salted_hmac
+from django.views.decorators.debug import sensitive_variables
 
+from . import scrub
 from .conf import app_settings
 
 # Salt for the SECRET_KEY-derived development key: a different salt gives an unrelated key, so
@@ -124,19 +129,24 @@ def fernet() -> MultiFernet:
     return _fernet(keys)
 
 
+@sensitive_variables("plaintext")
 def encrypt(plaintext: str) -> str:
     """A Fernet token (ASCII) for ``plaintext``, under the newest key."""
+    scrub.remember(plaintext)
     return fernet().encrypt(plaintext.encode("utf-8")).decode("ascii")
 
 
+@sensitive_variables("plaintext")
 def decrypt(token: str) -> str:
     """The plaintext of ``token``, or ``UnreadableSecret`` if no configured key opens it."""
     try:
-        return fernet().decrypt(token.encode("ascii")).decode("utf-8")
+        plaintext = fernet().decrypt(token.encode("ascii")).decode("utf-8")
     except (InvalidToken, UnicodeError, ValueError, TypeError):
         # "from None": the cause would only say "InvalidToken", and chained tracebacks of
         # secrets code are better kept short.
         raise UnreadableSecret(UNREADABLE_MESSAGE) from None
+    scrub.remember(plaintext)
+    return plaintext
 
 
 def is_current(token: str) -> bool:

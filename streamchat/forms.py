@@ -13,6 +13,7 @@ from typing import Any
 from django import forms
 from django.contrib.auth.models import Group
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 from . import crypto
 from .keys import key_hint
@@ -75,6 +76,7 @@ class ApiKeyForm(forms.ModelForm):
                 "It is stored encrypted and never shown again."
             )
 
+    @sensitive_variables("secret")
     def clean_secret(self) -> str:
         secret: str = self.cleaned_data.get("secret") or ""
         if not secret:
@@ -101,6 +103,7 @@ class ApiKeyForm(forms.ModelForm):
             )
         return secret
 
+    @sensitive_variables("secret")
     def save(self, commit: bool = True) -> ApiKey:
         key: ApiKey = super().save(commit=False)
         secret = self.cleaned_data.get("secret")

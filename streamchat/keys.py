@@ -12,14 +12,14 @@ Secrets live only in ``KeyChoice.secret``; its ``repr`` and everything recorded 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from channels.db import database_sync_to_async
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
-from . import crypto
+from . import crypto, scrub
 from .conf import app_settings
 
 if TYPE_CHECKING:
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# "sk-or-v1-…a1b2": the public prefix, then the last four characters.
-_PREFIX = re.compile(r"^sk-or-(?:v\d+-)?")
 # Longest error text kept on a key (upstream messages can be long; admin shows it in a list).
 MAX_ERROR_CHARS = 500
 
@@ -44,23 +42,20 @@ class KeyChoice:
     secret: str = ""
     hint: str = ""
 
+    def __post_init__(self) -> None:
+        # Every key in clear is one the scrubber must know, wherever it was decrypted or passed.
+        scrub.remember(self.secret)
+
     def __repr__(self) -> str:  # never show the secret
         return f"KeyChoice(id={self.id}, hint={self.hint!r})"
 
 
 def key_hint(secret: str) -> str:
     """``sk-or-v1-…a1b2``: the key's public prefix and its last four characters, nothing more."""
-    secret = secret.strip()
-    match = _PREFIX.match(secret)
-    prefix = match.group(0) if match else ""
-    return f"{prefix}…{secret[-4:]}" if len(secret) > len(prefix) + 8 else f"{prefix}…"
+    return scrub.hint(secret)
 
 
-def scrub(text: str, secret: str) -> str:
-    """``text`` with every occurrence of ``secret`` replaced by its hint (defence in depth)."""
-    return text.replace(secret, key_hint(secret)) if secret else text
-
-
+@sensitive_variables("secret", "fallback")
 def usable_keys() -> list[KeyChoice]:
     """Active, readable keys by priority, then the ``API_KEY`` setting when no row is usable."""
     from .models import ApiKey
@@ -86,12 +81,15 @@ async def ausable_keys() -> list[KeyChoice]:
 def record_key_failure(key: KeyChoice, message: str) -> None:
     """Mark a key failing (401, 402): admins see the message and when it happened."""
     if key.id is None:
-        logger.warning("The API_KEY setting (%s) failed: %s", key.hint, scrub(message, key.secret))
+        logger.warning(
+            "The API_KEY setting (%s) failed: %s", key.hint, scrub.scrub(message, [key.secret])
+        )
         return
     from .models import ApiKey
 
     ApiKey.objects.filter(pk=key.id).update(
-        last_error=scrub(message, key.secret)[:MAX_ERROR_CHARS], last_error_at=timezone.now()
+        last_error=scrub.scrub(message, [key.secret])[:MAX_ERROR_CHARS],
+        last_error_at=timezone.now(),
     )
 
 
@@ -127,6 +125,7 @@ def _note_unreadable(row: ApiKey) -> None:
         )
 
 
+@sensitive_variables("secret")
 def _switched_off_in_admin(secret: str) -> bool:
     """Whether ``secret`` is stored in admin as a disabled key: switched off means off, even
     when the same key also sits in the environment (e.g. the key seeded from it)."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from .models import PersonalToken
 
@@ -38,6 +39,7 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+@sensitive_variables("token")
 def create_token(
     user: Any, name: str, *, expires: datetime | None = None
 ) -> tuple[PersonalToken, str]:
@@ -69,6 +71,7 @@ def bearer_token(authorization: str | None) -> str | None:
     return value
 
 
+@sensitive_variables("token")
 def authenticate(token: str | None) -> Any:
     """The user a token belongs to, or ``TokenError``."""
     if not token:

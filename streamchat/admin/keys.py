@@ -13,7 +13,7 @@ from django.utils.decorators import method_decorator
 from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
-from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from .. import crypto, snapshots
 from ..forms import ApiKeyForm
@@ -167,6 +167,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         )
 
     @admin.action(description=_("Verify with OpenRouter"))
+    @method_decorator(sensitive_variables("secret"))
     def verify(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         # Imported here: the account client belongs to the OpenRouter package, which the admin
         # pages only need when this action runs.

@@ -17,6 +17,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_variables
 from django.views.generic import TemplateView
 
 from ..conf import app_settings
@@ -55,6 +57,10 @@ class TokensView(LoginRequiredMixin, TemplateView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         context.setdefault("form", TokenForm())
+        # Every variable the template reads is in its context: a missing one makes Django's
+        # template logger write the whole context (a new token with it) at DEBUG.
+        context.setdefault("new_token", "")
+        context.setdefault("new_row", None)
         context["tokens"] = list(self.owned())
         models_url = self.request.build_absolute_uri(reverse("streamchat:openai-models"))
         context["base_url"] = models_url.removesuffix("/models")
@@ -66,6 +72,7 @@ class TokensView(LoginRequiredMixin, TemplateView):
         user: Any = self.request.user
         return PersonalToken.objects.filter(user=user)
 
+    @method_decorator(sensitive_variables("token"))
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         mine = self.owned()
         if request.POST.get("action") == "revoke":

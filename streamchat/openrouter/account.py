@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import openai
+from django.views.decorators.debug import sensitive_variables
 
 from .errors import OpenRouterError
 from .sdk import NO_KEY, account_timeout, async_client, sync_client, translate
@@ -36,6 +37,7 @@ def _data(payload: Any, path: str) -> Any:
     raise OpenRouterError("bad_request", f"OpenRouter answered {path} with an unexpected body.")
 
 
+@sensitive_variables("secret")
 def _get(secret: str | None, path: str, params: dict[str, Any] | None = None) -> Any:
     try:
         payload = sync_client(secret or NO_KEY).get(
@@ -46,6 +48,7 @@ def _get(secret: str | None, path: str, params: dict[str, Any] | None = None) ->
     return _data(payload, path)
 
 
+@sensitive_variables("secret")
 async def _aget(secret: str | None, path: str, params: dict[str, Any] | None = None) -> Any:
     try:
         payload = await async_client(secret or NO_KEY).get(
@@ -56,11 +59,13 @@ async def _aget(secret: str | None, path: str, params: dict[str, Any] | None = N
     return _data(payload, path)
 
 
+@sensitive_variables("secret")
 def get_key_info(secret: str) -> dict[str, Any]:
     """The key's ``data`` from ``GET /key``: label, limit, limit_remaining, usage, is_free_tier…"""
     return _get(secret, "/key")
 
 
+@sensitive_variables("secret")
 async def aget_key_info(secret: str) -> dict[str, Any]:
     return await _aget(secret, "/key")
 
@@ -74,6 +79,7 @@ async def alist_models(secret: str | None = None) -> list[dict[str, Any]]:
     return list(await _aget(secret, "/models"))
 
 
+@sensitive_variables("secret")
 def get_generation(generation_id: str, secret: str, *, wait: float = 0.0) -> dict[str, Any]:
     """One generation's record (cost, tokens, ``cancelled``...), polling up to ``wait`` seconds.
 
@@ -91,6 +97,7 @@ def get_generation(generation_id: str, secret: str, *, wait: float = 0.0) -> dic
         attempt += 1
 
 
+@sensitive_variables("secret")
 async def aget_generation(
     generation_id: str, secret: str, *, wait: float = GENERATION_WAIT
 ) -> dict[str, Any]:

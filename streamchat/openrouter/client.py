@@ -53,7 +53,8 @@ import orjson
 
 from ..conf import app_settings
 from ..keys import KeyChoice
-from .errors import OpenRouterError, scrub_keys
+from ..scrub import scrub
+from .errors import OpenRouterError
 from .events import ContentDelta, Finish, ReasoningDelta, StreamEvent, ToolCallDelta, UsageReport
 from .sdk import async_client, request_timeout, translate
 
@@ -229,7 +230,7 @@ class ChatStream:
         self.key = key
         self.model_requested = model_requested
         self.label = label
-        self.generation_id: str = response.headers.get("x-generation-id", "")
+        self.generation_id: str = scrub(response.headers.get("x-generation-id", ""))
         self.model = ""
         self.provider = ""
         self.usage: UsageReport | None = None
@@ -399,11 +400,12 @@ class ChatStream:
                 "The reply ended without being finished; it may be cut short.",
                 generation_id=self.generation_id,
             )
+        # Names upstream chose are stored and shown in admin: scrubbed once per reply.
         yield Finish(
             self.finish_reason,
-            self.model or self.model_requested,
+            scrub(self.model) or self.model_requested,
             self.generation_id,
-            self.provider,
+            scrub(self.provider),
         )
 
     def _timeout_error(self) -> OpenRouterError:
@@ -449,7 +451,7 @@ class ChatStream:
                     "model %s); they are replaced with U+FFFD",
                     f"reply {self.label}" if self.label else "a stream",
                     self.generation_id or "?",
-                    self.model or self.model_requested,
+                    scrub(self.model) or self.model_requested,
                 )
         try:
             return _clean_strings(json.loads(text))
@@ -476,7 +478,7 @@ class ChatStream:
 
     def _apply(self, chunk: dict[str, Any], raw: bool = False) -> tuple[StreamEvent, ...]:
         if not self.generation_id:
-            self.generation_id = str(chunk.get("id") or "")
+            self.generation_id = scrub(str(chunk.get("id") or ""))
         model = chunk.get("model")
         if model:
             self.model = model
@@ -525,10 +527,10 @@ class ChatStream:
     def _fail(self, error: Any) -> None:
         """A mid-stream error event: remember it, and read on briefly for a usage chunk."""
         if isinstance(error, dict):
-            upstream = scrub_keys(str(error.get("message") or ""))
+            upstream = scrub(str(error.get("message") or ""))
             code = error.get("code")
         else:
-            upstream, code = scrub_keys(str(error)), None
+            upstream, code = scrub(str(error)), None
         detail = f" ({upstream})" if upstream else ""
         status = int(code) if isinstance(code, int) or str(code).isdigit() else None
         started = self._last_delta is not None

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 from ..exceptions import StreamchatError
+from ..scrub import scrub, scrub_data
 
 # OpenRouter's own 429 is kept apart from our limits' ``rate_limited`` in what users and admins see.
 PUBLIC_CODES = {"rate_limited": "upstream_rate_limited"}
@@ -36,7 +36,9 @@ class OpenRouterError(StreamchatError):
         retriable: bool = False,
         generation_id: str = "",
     ) -> None:
-        super().__init__(code, message, retry_after=retry_after)
+        # The one place every upstream failure passes: whatever built the message (an error
+        # body, its metadata, a mid-stream chunk), no key or token leaves here (SEC-07).
+        super().__init__(code, scrub(message), retry_after=retry_after)
         self.status = status
         self.retriable = retriable
         self.generation_id = generation_id
@@ -51,15 +53,8 @@ class OpenRouterError(StreamchatError):
 
 # --- Turning what OpenRouter answered into an OpenRouterError ---------------------------------
 
-# Anything that looks like an OpenRouter key is masked in upstream messages (SEC-07).
-_KEY_LIKE = re.compile(r"sk-or-[A-Za-z0-9_-]{4,}")
 # Statuses OpenRouter (or its edge) uses for a provider that is down or overloaded.
 _UNAVAILABLE = {500, 502, 503, 504, 520, 522, 524, 529}
-
-
-def scrub_keys(text: str) -> str:
-    """``text`` with every OpenRouter-key-like string replaced by ``sk-or-…``."""
-    return _KEY_LIKE.sub("sk-or-…", text)
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -94,9 +89,9 @@ def _upstream_message(body: Any) -> tuple[str, dict[str, Any]]:
         body = body["error"]
     if isinstance(body, dict):
         metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
-        return scrub_keys(str(body.get("message") or "")), metadata
+        return scrub(str(body.get("message") or "")), scrub_data(metadata)
     if isinstance(body, str):
-        return scrub_keys(body[:500]), {}
+        return scrub(body[:500]), {}
     return "", {}
 
 

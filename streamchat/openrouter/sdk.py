@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 import openai
+from django.views.decorators.debug import sensitive_variables
 
 from ..conf import app_settings
 from .errors import OpenRouterError, from_status
@@ -43,6 +44,7 @@ def _identity(secret: str) -> tuple[Any, ...]:
     return (app_settings.BASE_URL, secret, tuple(sorted(headers.items())))
 
 
+@sensitive_variables("secret", "identity")
 def async_client(secret: str) -> openai.AsyncOpenAI:
     """The shared async client for ``secret`` on the running event loop."""
     loop = asyncio.get_running_loop()
@@ -76,6 +78,7 @@ async def aclose_clients() -> None:
         await client.close()
 
 
+@sensitive_variables("secret", "identity")
 def sync_client(secret: str) -> openai.OpenAI:
     """The shared sync client for ``secret`` (thread-safe; for admin actions and commands)."""
     identity = _identity(secret)

@@ -18,6 +18,7 @@ PRE_STREAM = {
     "in-flight-budget",
     "moderation",
     "unknown-model",
+    "key-error",
 }
 # Scenarios that stream and then misbehave.
 IN_STREAM = {"error-mid", "drop", "cut", "stall", "slow-first"}

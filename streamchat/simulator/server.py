@@ -80,6 +80,45 @@ def error_response(
     )
 
 
+def leaked_key(request: web.Request, scenario: Scenario) -> str:
+    """The request's own key in the forms ``leak`` names (``full``, ``bare``: without
+    ``sk-or-v1-``, ``piece``: 12 characters from its middle), space-separated; "" without
+    ``leak``. An upstream that echoes a key, for tests that it is masked wherever it lands."""
+    forms = [name for name in scenario.str("leak", "").split(",") if name]
+    if not forms:
+        return ""
+    key = request.headers.get("Authorization", "").partition(" ")[2].strip()
+    bare = key.removeprefix("sk-or-v1-")
+    middle = len(bare) // 2
+    texts = {"full": key, "bare": bare, "piece": bare[middle - 6 : middle + 6]}
+    return " ".join(texts[name] for name in forms if name in texts)
+
+
+def leak_into(error: dict[str, Any], text: str) -> dict[str, Any]:
+    """``error`` (an error object) echoing ``text`` in its message and in every metadata field:
+    ``reasons``, ``raw``, ``provider_name`` and every other string."""
+    given = error.get("metadata")
+    metadata = {
+        k: f"{v} {text}" if isinstance(v, str) else v
+        for k, v in (given.items() if isinstance(given, dict) else ())
+    }
+    reasons = metadata.get("reasons")
+    metadata["reasons"] = [*(reasons if isinstance(reasons, list) else []), text]
+    raw = metadata.get("raw")
+    metadata["raw"] = {**raw, "echo": text} if isinstance(raw, dict) else f"{raw or ''} {text}"
+    metadata["provider_name"] = f"{metadata.get('provider_name') or 'Simulator'} {text}"
+    return {**error, "message": f"{error.get('message', '')} ({text})", "metadata": metadata}
+
+
+def leaking(response: web.Response, text: str) -> web.Response:
+    """An error response whose body echoes ``text`` (``leak_into``)."""
+    if text and isinstance(response.body, bytes):
+        payload = orjson.loads(response.body)
+        payload["error"] = leak_into(payload["error"], text)
+        response.body = orjson.dumps(payload)
+    return response
+
+
 async def record(request: web.Request, body: Any = None) -> None:
     request.app[STATE].record(
         RecordedRequest(
@@ -240,6 +279,14 @@ def pre_stream_failure(
         )
     if scenario.name == "timeout":
         return error_response(408, "Request timed out")
+    if scenario.name == "key-error":  # what OpenRouter answers for a key it refuses
+        if scenario.int("status", 401) == 402:
+            return error_response(
+                402,
+                "Insufficient credits. Add more using https://openrouter.ai/credits",
+                metadata={"limit_source": "openrouter_credits"},
+            )
+        return error_response(401, "User not found.")
     if scenario.name == "in-flight-budget":
         return error_response(
             402,
@@ -336,6 +383,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         failure = pre_stream_failure(state, scenario, candidate, body)
         if failure is None:
             break
+        failure = leaking(failure, leaked_key(request, scenario))
         scenario = None
     if scenario is None:
         assert failure is not None
@@ -396,7 +444,10 @@ class Run:
         self.scenario = scenario
         self.body = body
         self.model = scenario.model
+        self.leak = leaked_key(request, scenario)
         self.provider = catalog.provider(scenario.model)
+        if self.leak:  # the provider's name echoes the key too, in every chunk
+            self.provider = f"{self.provider} {self.leak}"
         pieces: list[tuple[str, Any]] = [("reasoning", t) for t in tokenize(reasoning or "")]
         self.finish_reason = "stop"
         if tool_calls:
@@ -490,10 +541,11 @@ class Run:
                 await asyncio.sleep(self.first_delay)
             if name in ("error-body", "error-mid"):
                 self.settle(finish_reason="error")
+                error = {"code": 502, "message": "Provider returned error"}
                 return web.Response(
                     body=orjson.dumps(
                         {
-                            "error": {"code": 502, "message": "Provider returned error"},
+                            "error": leak_into(error, self.leak) if self.leak else error,
                             "user_id": USER_ID,
                         }
                     ),
@@ -722,6 +774,8 @@ class Run:
                 "message": sc.str("message", "Provider disconnected unexpectedly"),
                 "metadata": {"provider_name": self.provider, "raw": {"retryable": True}},
             }
+            if self.leak:
+                error = leak_into(error, self.leak)
             end = {"role": "assistant", "content": ""}
             if sc.str("shape", "top") == "choice":
                 payload = self.chunk(None)[len(b"data: ") : -2]
