@@ -211,9 +211,7 @@ def sdk(http_server: Any, user: Any) -> openai.OpenAI:
     )
 
 
-def test_api_refusal_carries_the_fit_and_a_request_within_it_is_admitted(
-    sdk, user, simulator
-):
+def test_api_refusal_carries_the_fit_and_a_request_within_it_is_admitted(sdk, user, simulator):
     ChatModel.objects.create(**GPT_4O, enabled=True, is_default=True)
     RateLimit.objects.create(scope="user", user=user, tokens_per_day=3000)
     question = [{"role": "user", "content": "Hello there"}]
