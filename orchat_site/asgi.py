@@ -12,24 +12,13 @@ from django.conf import settings  # noqa: E402
 
 if settings.DEBUG:
     # Like runserver: static files from the apps, so `make run` (Daphne) shows styled pages.
-    # In production, collectstatic and let the proxy (or WhiteNoise) serve them.
+    # In production, collectstatic and let the proxy (or ServeStatic) serve them.
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
     django_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from streamchat.asgi import chat_application  # noqa: E402
 
-from streamchat.origin import SameOriginValidator  # noqa: E402
-from streamchat.routing import websocket_urlpatterns  # noqa: E402
-from streamchat.streaming.shutdown import Lifespan  # noqa: E402
-
-application = ProtocolTypeRouter(
-    {
-        # uvicorn and other lifespan servers: the engine starts with the server and drains on
-        # SIGTERM (Daphne does both without it).
-        "lifespan": Lifespan(),
-        "http": django_asgi_app,
-        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
-)
+# The websocket behind the session login and the same-origin check, and the lifespan scope for
+# uvicorn (the engine starts with the server and drains on SIGTERM; Daphne does both without it).
+application = chat_application(django_asgi_app)

@@ -143,6 +143,7 @@ class _Broken:
 def _origin_apps():
     from channels.security.websocket import AllowedHostsOriginValidator
 
+    from streamchat.asgi import chat_application
     from streamchat.origin import SameOriginValidator
 
     return {
@@ -153,6 +154,8 @@ def _origin_apps():
         "NESTED_SAME_ORIGIN": _nested_same_origin(),
         "ONE_ROUTE_UNGUARDED": _one_route_unguarded(),
         "NO_WEBSOCKET": _stack(mapping_key="lifespan"),
+        "HELPER": chat_application(lambda *a: None),
+        "HELPER_ELSEWHERE": chat_application(lambda *a: None, websocket_path="/rt/chat/"),
     }
 
 
@@ -174,6 +177,8 @@ def __getattr__(name):  # module attributes that ASGI_APPLICATION names, built o
         ("tests.test_security_checks.NESTED_SAME_ORIGIN", set()),
         ("tests.test_security_checks.NO_WEBSOCKET", set()),
         ("orchat_site.asgi.application", set()),  # the demo's own
+        ("tests.test_security_checks.HELPER", set()),  # streamchat.asgi.chat_application's
+        ("tests.test_security_checks.HELPER_ELSEWHERE", set()),
         ("tests.test_security_checks.NO_SUCH_APP", {"streamchat.W017"}),
         ("tests.no_such_module.application", {"streamchat.W017"}),
         ("tests.test_security_checks.BROKEN", {"streamchat.W017"}),
