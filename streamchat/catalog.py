@@ -171,7 +171,10 @@ def fetch_and_sync(*, only: Collection[str] | None = None) -> SyncResult:
     """Read ``/models`` from OpenRouter (``BASE_URL``) and apply it; raises ``OpenRouterError``."""
     from .keys import usable_keys
     from .openrouter.account import list_models
+    from .upstream import probe
 
     # /models needs no key, but sending one (when there is one) gets the account's own view.
     keys = usable_keys()
-    return sync_models(list_models(keys[0].secret if keys else None), only=only)
+    result = sync_models(list_models(keys[0].secret if keys else None), only=only)
+    probe()  # the upstream just answered: learn again whether it is the simulator (banner)
+    return result

@@ -564,3 +564,24 @@ class PersonalToken(models.Model):
         if self.expires is not None and self.expires <= timezone.now():
             return "expired"
         return "active"
+
+
+class UpstreamProbe(models.Model):
+    """What an upstream base URL said about itself: is it streamchat's simulator? (It says so with
+    the ``X-Streamchat-Simulator`` header.) In the database, so every worker shows the same
+    banner; written by ``streamchat.upstream``."""
+
+    base_url = models.CharField(_("base URL"), max_length=500, unique=True)
+    simulator = models.BooleanField(_("simulator"), default=False)
+    answered = models.BooleanField(
+        _("answered"), default=False, help_text=_("False: the probe got no HTTP answer.")
+    )
+    checked = models.DateTimeField(_("checked"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("upstream probe")
+        verbose_name_plural = _("upstream probes")
+        ordering = ["base_url"]
+
+    def __str__(self) -> str:
+        return f"{self.base_url}: {'simulator' if self.simulator else 'not the simulator'}"

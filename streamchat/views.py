@@ -14,12 +14,10 @@ conversation answers exactly like a missing one (404 ``not_found``).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections import defaultdict
 from decimal import Decimal
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -36,6 +34,7 @@ from .conf import app_settings
 from .http.responses import JsonView, json_error
 from .models import Conversation, Message, Usage
 from .text import clean_text
+from .upstream import is_simulator
 
 logger = logging.getLogger("streamchat.views")
 
@@ -49,14 +48,9 @@ SEARCH_MAX_CHARS = 200
 
 
 def uses_simulator() -> bool:
-    """True when BASE_URL points at a loopback address: replies come from the local simulator."""
-    host = urlsplit(app_settings.BASE_URL).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    """True when BASE_URL said it is streamchat's simulator (streamchat.upstream), whatever its
+    address."""
+    return is_simulator()
 
 
 def conversation_summary(conversation: Conversation) -> dict[str, Any]:
@@ -173,10 +167,11 @@ class ChatView(LoginRequiredMixin, TemplateView):
             Conversation.objects.filter(owner=self.request.user, pk=pk).first() if pk else None
         )
         models = enabled_models()
+        simulator = uses_simulator()
         context.update(
             conversation=conversation,
             models=models,
-            simulator=uses_simulator(),
+            simulator=simulator,
             streamchat_config={
                 "websocket": self.websocket_path,
                 "user": self.request.user.pk,
@@ -190,7 +185,7 @@ class ChatView(LoginRequiredMixin, TemplateView):
                 "conversation": conversation.pk if conversation else None,
                 "models": models,
                 "max_message_chars": app_settings.MAX_MESSAGE_CHARS,
-                "simulator": uses_simulator(),
+                "simulator": simulator,
             },
         )
         return context

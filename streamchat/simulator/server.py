@@ -48,9 +48,19 @@ DONE = b"data: [DONE]\n\n"
 RAW_PLACEHOLDER = "__simulator_raw_piece__"
 
 
+# Every answer says it comes from the simulator, so the chat page's "replies come from the
+# simulator" banner follows the upstream itself, not its address (streamchat.upstream).
+SIMULATOR_HEADER = "X-Streamchat-Simulator"
+
+
+async def _mark_simulator(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[SIMULATOR_HEADER] = "1"
+
+
 def create_app(state: SimulatorState) -> web.Application:
     app = web.Application(client_max_size=8 * 1024 * 1024)
     app[STATE] = state
+    app.on_response_prepare.append(_mark_simulator)
     app.router.add_post("/api/v1/chat/completions", chat_completions)
     app.router.add_get("/api/v1/models", models)
     app.router.add_get("/api/v1/key", key_info)
