@@ -140,3 +140,32 @@ def _switched_off_in_admin(secret: str) -> bool:
         except crypto.UnreadableSecret:
             continue
     return False
+
+
+NO_KEY_MESSAGE = "No OpenRouter API key is configured: add one in the admin."
+UNREADABLE_KEYS_MESSAGE = (
+    "The stored OpenRouter API keys cannot be decrypted: check the ENCRYPTION_KEYS setting (the "
+    "key they were encrypted with must be listed)."
+)
+
+
+@sensitive_variables("plaintext")
+def no_key_message() -> str:
+    """Why no key is usable, for the error a send gets: none configured, or every active key
+    unreadable (SEC-05: a wrong or missing encryption key), which is a different fix."""
+    from .models import ApiKey
+
+    tokens = list(ApiKey.objects.filter(is_active=True).values_list("secret_encrypted", flat=True))
+    for token in tokens:
+        try:
+            plaintext = crypto.decrypt(token)
+        except crypto.UnreadableSecret:
+            continue
+        del plaintext  # a readable key: the snapshot that found none is stale
+        return NO_KEY_MESSAGE
+    return UNREADABLE_KEYS_MESSAGE if tokens else NO_KEY_MESSAGE
+
+
+async def ano_key_message() -> str:
+    message: str = await database_sync_to_async(no_key_message)()
+    return message

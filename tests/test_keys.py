@@ -165,3 +165,50 @@ def test_no_seed_without_a_proper_key(value, settings):
     settings.STREAMCHAT = {"API_KEY": value}
     assert seed_api_key() is None
     assert not ApiKey.objects.exists()
+
+
+# --- SEC-05: when no key is usable, the error says why ------------------------------------------
+
+
+def _flip(row: ApiKey) -> None:
+    token = row.secret_encrypted
+    ApiKey.objects.filter(pk=row.pk).update(
+        secret_encrypted=token[:20] + ("A" if token[20] != "A" else "B") + token[21:]
+    )
+
+
+def test_no_key_message_tells_unreadable_keys_from_none_at_all():
+    from streamchat.keys import NO_KEY_MESSAGE, UNREADABLE_KEYS_MESSAGE, no_key_message
+
+    assert no_key_message() == NO_KEY_MESSAGE
+    make_key(secret(5), is_active=False)  # a switched-off key is no key
+    assert no_key_message() == NO_KEY_MESSAGE
+    broken = make_key(secret(6))
+    _flip(broken)
+    assert usable_keys() == []
+    assert no_key_message() == UNREADABLE_KEYS_MESSAGE
+    make_key(secret(7))  # one readable key: not the decryption's fault
+    assert no_key_message() == NO_KEY_MESSAGE
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("stored", ["unreadable", "none"])
+async def test_sec05_chat_error_says_the_keys_cannot_be_decrypted(
+    user, chat_socket, simulator, settings, stored
+):
+    settings.STREAMCHAT = {**settings.STREAMCHAT, "BASE_URL": simulator.base_url, "API_KEY": None}
+    if stored == "unreadable":
+        await sync_to_async(lambda: [_flip(make_key(secret(n))) for n in (1, 2)])()
+    socket = await chat_socket(user)
+    await socket.send({"type": "send", "client_id": "k", "content": "Anyone there?"})
+    finished = await socket.recv_until("reply.finished")
+
+    error = finished["error"]
+    assert error["code"] == "no_api_key"
+    if stored == "unreadable":
+        assert "cannot be decrypted" in error["message"] and "ENCRYPTION_KEYS" in error["message"]
+        assert "No OpenRouter API key is configured" not in error["message"]
+    else:
+        assert error["message"].startswith("No OpenRouter API key is configured")
+    assert simulator.chat_requests == []
+    await socket.close()

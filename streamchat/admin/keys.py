@@ -19,6 +19,7 @@ from .. import crypto, snapshots
 from ..forms import ApiKeyForm
 from ..models import ApiKey
 from ..openrouter.errors import OpenRouterError
+from ..pricing import usd
 
 # The parts of OpenRouter's /key answer kept on the row and shown in admin.
 ACCOUNT_FIELDS = ("label", "limit", "limit_remaining", "limit_reset", "usage", "is_free_tier")
@@ -45,10 +46,7 @@ def key_state(key: ApiKey) -> tuple[str, str]:
 
 
 def money(value: Any) -> str:
-    try:
-        return f"${Decimal(str(value)):,.2f}"
-    except (InvalidOperation, ValueError):
-        return "?"
+    return usd(value)  # "?" for what is not a number
 
 
 def account_summary(account: dict[str, Any]) -> str:

@@ -173,6 +173,8 @@ class ReplyRun:
 
     async def _consume(self) -> None:
         try:
+            if not self.plan.keys:  # say why: none configured, or none decrypts (a rare path)
+                raise OpenRouterError("no_api_key", await key_store.ano_key_message())
             self.stream = stream = await open_stream(
                 self.request,
                 self.plan.keys,
