@@ -299,3 +299,25 @@ def test_model_form_accepts_simulator_ids_with_parameters(admin_client, model_id
     assert response.status_code == 302, response.content.decode()[:2000]
     row = ChatModel.objects.get()
     assert (row.model_id, row.fallback_models) == (model_id, ["simulator/echo?delay_ms=1"])
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_simulator_model_with_parameters_added_in_admin_answers_a_chat_send(
+    admin_client, user, chat_socket, simulator_settings
+):
+    from asgiref.sync import sync_to_async
+
+    from streamchat.simulator.replies import DEFAULT_REPLY
+
+    model_id = "simulator/stall?after=3&for=0.1"  # stalls 0.1 s after three pieces, then the rest
+    response = await sync_to_async(admin_client.post)(
+        reverse("admin:streamchat_chatmodel_add"), model_form(model_id=model_id)
+    )
+    assert response.status_code == 302
+    socket = await chat_socket(user)
+    await socket.send({"type": "send", "client_id": "c", "content": "Question", "model": model_id})
+    ack = await socket.recv_until("ack")
+    text, finished = await socket.reply(ack["reply"], timeout=10)
+    assert finished["status"] == "complete" and text == DEFAULT_REPLY
+    assert simulator_settings.chat_requests[-1].json["model"] == model_id
+    await socket.close()
