@@ -19,20 +19,12 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt
 	touch $(STAMP)
 
-# Serves the demo on http://$(HOST):$(PORT)/ with Daphne. Without OPENROUTER_API_KEY the local
-# OpenRouter simulator is started on $(SIM_PORT) and the site is pointed at it.
+# Serves the demo on http://$(HOST):$(PORT)/chat/ with Daphne (orchat_site/run.py): migrates,
+# makes the demo logins, and without OPENROUTER_API_KEY starts the local OpenRouter simulator on
+# $(SIM_PORT) first, stores its demo key and enables its models. Ctrl-C, SIGTERM or SIGHUP (to
+# make or its whole process group) stops every process it started.
 run: install
-	$(PY) manage.py migrate --noinput
-	@echo "Demo logins:"; $(PY) manage.py demo_setup
-	@set -m; \
-	if [ -z "$$OPENROUTER_API_KEY" ]; then \
-	  echo "OPENROUTER_API_KEY is not set: replies come from the local OpenRouter simulator on port $(SIM_PORT)."; \
-	  $(PY) manage.py openrouter_simulator --port $(SIM_PORT) & sim=$$!; \
-	  trap "kill $$sim 2>/dev/null" EXIT INT TERM; \
-	  export OPENROUTER_BASE_URL=http://127.0.0.1:$(SIM_PORT)/api/v1 OPENROUTER_API_KEY=sk-or-v1-simulator-demo-key STREAMCHAT_SIMULATOR=1; \
-	fi; \
-	echo "Serving on http://$(HOST):$(PORT)/"; \
-	$(PY) -m daphne -b $(HOST) -p $(PORT) orchat_site.asgi:application
+	exec $(PY) -m orchat_site.run --host $(HOST) --port $(PORT) --sim-port $(SIM_PORT)
 
 # The demo as docs/deploy.md runs it: nginx (deploy/nginx.conf, its own process, on $(PORT)) in
 # front of two Daphne workers (8001, 8002) on this machine's PostgreSQL (database

@@ -122,7 +122,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "/"
+LOGIN_REDIRECT_URL = "streamchat:chat"  # a demo login lands on the chat
 LOGOUT_REDIRECT_URL = "login"
 
 STREAMCHAT = {
