@@ -90,8 +90,10 @@ DEFAULTS: dict[str, Any] = {
     # --- Limits -----------------------------------------------------------------------------
     # Admit sends when the limit store cannot be read (default: refuse them).
     "LIMITS_FAIL_OPEN": False,
-    # Completion tokens a budget reserves for a reply whose model sets no max tokens and no
-    # context length (the reply is not cut there: an overrun is recorded and blocks the next send).
+    # Completion tokens a budget reserves for a reply when neither the request nor the model sets
+    # max tokens: the smaller of this and the model's completion cap (synced from OpenRouter),
+    # never a whole context window. The reply is not cut there: an overrun is recorded and blocks
+    # the next send (docs/limits.md).
     "RESERVE_MAX_TOKENS": 4096,
     # Staff users skip rate limits and budgets.
     "EXEMPT_STAFF": False,
