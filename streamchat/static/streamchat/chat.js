@@ -43,80 +43,13 @@
     send: $("sc-send"),
     stop: $("sc-stop"),
     deleteDialog: $("sc-delete-dialog"),
-    deleteName: $("sc-delete-name")
+    deleteName: $("sc-delete-name"),
+    jump: $("sc-jump") // optional: a host's template may leave it out
   };
 
-  // --- rendering model output -----------------------------------------------------------------
+  // --- rendering model output (render.js) ---------------------------------------------------
 
-  var md = window.markdownit({ html: false, linkify: true, typographer: false });
-  // Our own DOMPurify instance, so hooks never touch a copy the host page uses.
-  var purify = window.DOMPurify(window);
-  var PURIFY_CONFIG = {
-    USE_PROFILES: { html: true }, // no SVG or MathML
-    FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "option", "iframe",
-      "frame", "object", "embed", "base", "meta", "link", "dialog", "template"],
-    FORBID_ATTR: ["style", "srcset", "action", "formaction", "target", "ping"],
-    ALLOW_DATA_ATTR: false,
-    RETURN_DOM_FRAGMENT: true
-  };
-  purify.addHook("uponSanitizeAttribute", function (node, data) {
-    // markdown-it aligns table cells with style="text-align:…"; keep the alignment as a class,
-    // since inline styles are off (and blocked by the page's CSP).
-    if (data.attrName === "style" && (node.tagName === "TD" || node.tagName === "TH")) {
-      var match = /text-align:\s*(left|center|right)/.exec(data.attrValue || "");
-      if (match) node.setAttribute("class", "sc-align-" + match[1]);
-    }
-  });
-  purify.addHook("afterSanitizeAttributes", function (node) {
-    if (node.tagName === "A") {
-      node.setAttribute("rel", "noopener noreferrer nofollow");
-      if (node.hasAttribute("href")) node.setAttribute("target", "_blank");
-    } else if (node.tagName === "IMG") {
-      // Only images of this site (or data: URLs) load; the CSP says the same (img-src 'self' data:).
-      var src = node.getAttribute("src") || "";
-      if (!isLocalImage(src)) {
-        node.setAttribute("data-sc-blocked", src);
-        node.removeAttribute("src");
-      }
-    }
-  });
-
-  function isLocalImage(src) {
-    if (/^data:image\/(png|gif|jpe?g|webp);/i.test(src)) return true;
-    try { return new URL(src, location.href).origin === location.origin; } catch (e) { return false; }
-  }
-
-  /** Markdown text → sanitised DocumentFragment, with copy buttons on code blocks. */
-  function renderMarkdown(text) {
-    var fragment = purify.sanitize(md.render(text), PURIFY_CONFIG);
-    fragment.querySelectorAll("img[data-sc-blocked]").forEach(function (img) {
-      var note = document.createElement("span");
-      note.className = "sc-blocked-image";
-      var url = img.getAttribute("data-sc-blocked");
-      var host = "";
-      try { host = new URL(url, location.href).host; } catch (e) { host = url; }
-      note.textContent = "[image " + (img.getAttribute("alt") || "") + " from " + host + " not loaded]";
-      img.replaceWith(note);
-    });
-    fragment.querySelectorAll("pre").forEach(function (pre) {
-      var wrap = document.createElement("div");
-      wrap.className = "sc-code";
-      var bar = document.createElement("div");
-      bar.className = "sc-code-bar";
-      var lang = document.createElement("span");
-      var code = pre.querySelector("code");
-      var match = code && /(?:^|\s)language-([\w+#.-]+)/.exec(code.className);
-      lang.textContent = match ? match[1] : "";
-      var button = document.createElement("button");
-      button.type = "button";
-      button.className = "sc-small-button sc-code-copy";
-      button.textContent = "Copy code";
-      bar.append(lang, button);
-      pre.replaceWith(wrap);
-      wrap.append(bar, pre);
-    });
-    return fragment;
-  }
+  var render = window.streamchat.render;
 
   // --- state ----------------------------------------------------------------------------------
 
@@ -159,6 +92,8 @@
       usage: data.usage || null,
       error: data.error || null,
       finishReason: data.finish_reason || "",
+      // Frames carry no time: a message this page saw start is stamped with the page's clock.
+      created: data.created ? new Date(data.created) : new Date(),
       resumeAt: 0, // when a resume was last asked for (gap handling)
       regenerating: false,
       el: null
@@ -280,7 +215,7 @@
     var siblings = document.createElement("span");
     siblings.className = "sc-siblings";
     siblings.hidden = true;
-    head.append(role, siblings);
+    head.append(role, timeElement(message.created), siblings);
     var reasoning = document.createElement("details");
     reasoning.className = "sc-reasoning";
     reasoning.hidden = true;
@@ -464,7 +399,7 @@
     var stick = nearBottom();
     els.messages.replaceChildren(els.empty);
     nodes.forEach(function (n) { els.messages.append(n); });
-    if (stick) scrollToBottom();
+    if (stick) scrollToBottom(); else refreshJump();
     refreshComposer();
   }
 
@@ -478,7 +413,14 @@
     var m = els.messages;
     return m.scrollHeight - m.scrollTop - m.clientHeight < 80;
   }
-  function scrollToBottom() { els.messages.scrollTop = els.messages.scrollHeight; }
+  function scrollToBottom() { els.messages.scrollTop = els.messages.scrollHeight; refreshJump(); }
+
+  /** "Jump to latest" shows while the view is scrolled up from the newest text. */
+  function refreshJump() {
+    if (els.jump) els.jump.hidden = nearBottom();
+  }
+  els.messages.addEventListener("scroll", refreshJump, { passive: true });
+  if (els.jump) els.jump.addEventListener("click", function () { scrollToBottom(); els.input.focus(); });
 
   // --- rendering on animation frames ----------------------------------------------------------
 
@@ -503,7 +445,7 @@
       if (message.el) renderBody(message);
     });
     dirty.clear();
-    if (stick) scrollToBottom();
+    if (stick) scrollToBottom(); else refreshJump();
     // Rendering is linear in the reply's length; when one render takes more than a few ms, wait
     // about three times as long before the next, so a very long reply cannot starve the page.
     var cost = performance.now() - started;
@@ -963,6 +905,22 @@
   }
 
   els.messages.addEventListener("click", function (event) {
+    var anchor = event.target.closest("a[href^='#']");
+    if (anchor) {
+      // A footnote (or any #link in a reply) goes to that id within the same message, never to
+      // another message's element or the page's; the URL stays as it is.
+      event.preventDefault();
+      var id = null;
+      try { id = decodeURIComponent(anchor.getAttribute("href").slice(1)); } catch (e) { return; }
+      var article = anchor.closest("article");
+      var found = article && Array.from(article.querySelectorAll("[id]")).find(function (el) { return el.id === id; });
+      if (found) {
+        found.setAttribute("tabindex", "-1");
+        found.scrollIntoView({ block: "center" });
+        found.focus({ preventScroll: true });
+      }
+      return;
+    }
     var target = event.target.closest("button");
     if (!target) return;
     if (target.classList.contains("sc-code-copy")) {
@@ -1057,9 +1015,12 @@
   function conversationUrl(id) { return config.urls.chat + "c/" + id + "/"; }
   function conversationApi(id) { return config.urls.conversations + id + "/"; }
 
+  /** A title as shown: plain text, since a title taken from a first message is its Markdown. */
+  function shownTitle(title) { return render.plainText(title) || title; }
+
   function setTitle(title) {
     state.title = title;
-    els.title.textContent = title || "New chat";
+    els.title.textContent = title ? shownTitle(title) : "New chat";
   }
 
   var listSeq = 0;
@@ -1107,17 +1068,22 @@
         dot.setAttribute("aria-label", "streaming");
         link.append(dot);
       }
-      link.append(c.title);
-      link.title = c.title;
+      var title = shownTitle(c.title);
+      link.append(title);
+      link.title = title;
       if (c.id === state.conversationId) {
         link.setAttribute("aria-current", "page");
         li.setAttribute("data-current", "");
       }
-      li.append(
-        link,
-        button("Rename", "sc-icon-button sc-small-button", "rename", "Rename " + c.title),
-        button("Delete", "sc-icon-button sc-small-button", "delete", "Delete " + c.title)
+      // The buttons lie over the end of the title while the row is hovered or focused, so the
+      // title has the whole row to itself the rest of the time.
+      var actions = document.createElement("span");
+      actions.className = "sc-conversation-actions";
+      actions.append(
+        button("Rename", "sc-icon-button sc-small-button", "rename", "Rename " + title),
+        button("Delete", "sc-icon-button sc-small-button", "delete", "Delete " + title)
       );
+      li.append(link, actions);
       return li;
     });
     els.list.replaceChildren.apply(els.list, items);
@@ -1180,7 +1146,7 @@
   function confirmDelete(id) {
     var item = state.conversations.find(function (c) { return c.id === id; });
     if (!item) return;
-    els.deleteName.textContent = item.title;
+    els.deleteName.textContent = shownTitle(item.title);
     els.deleteDialog.returnValue = "";
     els.deleteDialog.showModal();
     els.deleteDialog.addEventListener("close", function onClose() {

@@ -1,0 +1,57 @@
+/* streamchat: light or dark, for the chat page. Loaded in <head> without `defer`, so the theme is
+ * set before the first paint (no flash of the wrong colours) and no inline script is needed.
+ *
+ * The choice ("system", "light" or "dark") is kept in localStorage under a key naming the user, so
+ * people sharing a browser each keep their own; it does not follow a user to another browser.
+ * "system" follows prefers-color-scheme, live. The resolved theme is `data-sc-theme` on <html>.
+ */
+(function () {
+  "use strict";
+
+  var CHOICES = ["system", "light", "dark"];
+  var LABELS = { system: "Theme: system", light: "Theme: light", dark: "Theme: dark" };
+  var root = document.documentElement;
+  var dark = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
+  var script = document.currentScript;
+  var user = (script && script.getAttribute("data-user")) || "anonymous";
+  var key = "streamchat:" + user + ":theme";
+
+  function stored() {
+    var value = null;
+    try { value = localStorage.getItem(key); } catch (e) { /* private mode */ }
+    return CHOICES.indexOf(value) >= 0 ? value : "system";
+  }
+
+  function apply(choice) {
+    var theme = choice === "system" ? (dark && dark.matches ? "dark" : "light") : choice;
+    root.setAttribute("data-sc-theme", theme);
+    root.setAttribute("data-sc-theme-choice", choice);
+    var button = document.getElementById("sc-theme");
+    if (button) {
+      button.textContent = LABELS[choice];
+      button.setAttribute("aria-label", LABELS[choice] + " (change)");
+    }
+  }
+
+  var current = stored();
+  apply(current);
+  if (dark) {
+    var follow = function () { if (current === "system") apply("system"); };
+    if (dark.addEventListener) dark.addEventListener("change", follow); else dark.addListener(follow);
+  }
+  // Another tab of the same user changed it.
+  window.addEventListener("storage", function (event) { if (event.key === key) apply((current = stored())); });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var button = document.getElementById("sc-theme");
+    if (!button) return;
+    apply(current);
+    button.addEventListener("click", function () {
+      current = CHOICES[(CHOICES.indexOf(current) + 1) % CHOICES.length];
+      try {
+        if (current === "system") localStorage.removeItem(key); else localStorage.setItem(key, current);
+      } catch (e) { /* private mode: for this page only */ }
+      apply(current);
+    });
+  });
+})();
