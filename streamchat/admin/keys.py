@@ -20,6 +20,7 @@ from ..forms import ApiKeyForm
 from ..models import ApiKey
 from ..openrouter.errors import OpenRouterError
 from ..pricing import usd
+from ..scrub import scrub
 
 # The parts of OpenRouter's /key answer kept on the row and shown in admin.
 ACCOUNT_FIELDS = ("label", "limit", "limit_remaining", "limit_reset", "usage", "is_free_tier")
@@ -41,7 +42,10 @@ def key_state(key: ApiKey) -> tuple[str, str]:
             if key.last_error_at
             else ""
         )
-        return "failing", f"{key.last_error} ({when})" if when else key.last_error
+        # Scrubbed again on display: a row written before the scrubber existed may hold an echo
+        # (the key was just decrypted above, so the scrubber knows it).
+        error = scrub(key.last_error)
+        return "failing", f"{error} ({when})" if when else error
     return "active", ""
 
 
