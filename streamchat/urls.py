@@ -32,6 +32,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("api/replies/<int:pk>/stop/", sse.stop_reply, name="api-reply-stop"),
     # Personal tokens, and the OpenAI-compatible API they open
     path("tokens/", tokens.TokensView.as_view(), name="tokens"),
+    path("tokens/<int:pk>/revoke/", tokens.TokenRevokeView.as_view(), name="token-revoke"),
     path("v1/chat/completions", openai_compat.chat_completions, name="openai-chat-completions"),
     path("v1/models", openai_compat.models, name="openai-models"),
 ]

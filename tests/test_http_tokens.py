@@ -48,7 +48,11 @@ def test_the_page_needs_a_login_and_sends_csp_and_no_store(client: Client) -> No
 
 
 def test_a_new_token_is_shown_once_and_stored_as_a_hash(client: Client, user: Any) -> None:
-    response = make(client, name="laptop <script>", expires_in="30")
+    made = make(client, name="laptop <script>", expires_in="30")
+    # POST/redirect/GET: the token is on the page the redirect leads to, not in the redirect.
+    assert made.status_code == 303 and made["Location"] == URL
+    assert made["Cache-Control"] == "no-store" and b"sc-" not in made.content
+    response = client.get(URL)
     assert response.status_code == 200
     html = response.content.decode()
     token = re.search(r'id="sc-new-token"[^>]*value="(sc-[^"]+)"', html).group(1)
@@ -58,9 +62,59 @@ def test_a_new_token_is_shown_once_and_stored_as_a_hash(client: Client, user: An
     assert row.token_hash == hash_token(token) and row.prefix == token[:10]
     assert timedelta(days=29) < row.expires - timezone.now() <= timedelta(days=30)
     assert authenticate(token) == user
-    # Never again: the list shows only the prefix.
+    # Never again (a reload included): the list shows only the prefix, and the session forgot it.
     listed = client.get(URL).content.decode()
     assert token not in listed and f"{row.prefix}…" in listed and "active" in listed
+    assert token not in str(dict(client.session))
+    assert PersonalToken.objects.count() == 1
+
+
+def test_reloading_after_making_a_token_makes_no_second_one(client: Client) -> None:
+    # A browser's reload after POST/redirect/GET repeats the GET; only a resent POST could make
+    # another token, and the browser has no POST left to resend.
+    made = make(client, name="laptop")
+    for _ in range(3):
+        assert client.get(made["Location"]).status_code == 200
+    assert PersonalToken.objects.count() == 1
+
+
+def test_revoke_asks_first_on_a_page_that_needs_no_script(
+    client: Client, user: Any, user_factory: Any
+) -> None:
+    row, _ = create_token(user, "laptop <b>")
+    listed = client.get(URL).content.decode()
+    confirm_url = reverse("streamchat:token-revoke", args=[row.pk])
+    assert f'href="{confirm_url}"' in listed
+    # Following the list's Revoke link revokes nothing: it asks.
+    page = client.get(confirm_url)
+    assert page.status_code == 200 and page["Cache-Control"] == "no-store"
+    html = page.content.decode()
+    assert "laptop &lt;b&gt;" in html and "cannot be undone" in html
+    assert re.search(r'<form method="post" action="/chat/tokens/"', html)
+    assert f'name="token" value="{row.pk}"' in html
+    assert "script-src 'self'" in page["Content-Security-Policy"]
+    assert not re.search(r"<script(?![^>]*\bsrc=)", html)
+    row.refresh_from_db()
+    assert row.revoked is None
+    # The confirmation's form revokes it; then its page only leads back to the list.
+    confirmed = client.post(
+        URL, {"action": "revoke", "token": row.pk, "csrfmiddlewaretoken": client.csrf}
+    )
+    assert confirmed.status_code == 302
+    row.refresh_from_db()
+    assert row.revoked is not None
+    assert client.get(confirm_url)["Location"] == URL
+    # Another user's token, or none, answers 404 alike; POST to the confirmation does nothing.
+    theirs, _ = create_token(user_factory(), "theirs")
+    assert client.get(reverse("streamchat:token-revoke", args=[theirs.pk])).status_code == 404
+    assert client.get(reverse("streamchat:token-revoke", args=[999999])).status_code == 404
+    posted = client.post(
+        reverse("streamchat:token-revoke", args=[theirs.pk]),
+        {"csrfmiddlewaretoken": client.csrf},
+    )
+    assert posted.status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.revoked is None
 
 
 def test_a_name_is_required_and_csrf_is_enforced(client: Client) -> None:

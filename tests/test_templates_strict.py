@@ -65,7 +65,12 @@ def test_sec07_streamchat_pages_render_without_a_missing_variable(
     pages["chat"] = client.get(reverse("streamchat:chat"))
     pages["tokens"] = client.get(reverse("streamchat:tokens"))
     made = client.post(reverse("streamchat:tokens"), {"action": "create", "name": "laptop"})
+    assert made.status_code == 303  # POST/redirect/GET: the GET shows the new token
+    made = client.get(made["Location"])
     pages["tokens, with a new token"] = made
+    pages["revoke, asked first"] = client.get(
+        reverse("streamchat:token-revoke", args=[PersonalToken.objects.get(user=user).pk])
+    )
     pages["tokens, a form error"] = client.post(reverse("streamchat:tokens"), {"action": "create"})
     assert PersonalToken.objects.filter(user=user).count() == 1
     for name, response in pages.items():

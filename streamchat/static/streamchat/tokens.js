@@ -7,7 +7,8 @@
     var input = document.getElementById(button.getAttribute("data-copy"));
     if (!input) return;
     input.select();
-    var done = function () { button.textContent = "Copied"; };
+    // The label is the template's, translated there (this page loads no JS catalog).
+    var done = function () { button.textContent = button.getAttribute("data-copied") || "Copied"; };
     if (navigator.clipboard && window.isSecureContext) {
       navigator.clipboard.writeText(input.value).then(done, function () {});
     } else {
