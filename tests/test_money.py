@@ -4,6 +4,7 @@ budget or cost never reads "$0.00" (admin pages, refusal messages, the dashboard
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -139,3 +140,27 @@ def test_a_refusal_names_a_sub_cent_budget_truly(user_factory):
         limits.reserve(user, max_tokens=900, **send)
     assert "$0.0037 of $0.004" in reached.value.message
     assert "$0.00 " not in reached.value.message + too_large.value.message
+
+
+# -- The chat page prints costs with the same rule ----------------------------------------------
+
+CHAT_JS = Path(__file__).resolve().parent.parent / "streamchat/static/streamchat/chat.js"
+
+
+@pytest.mark.browser
+def test_the_chat_pages_format_cost_follows_pricing_usd():
+    from tests.services import chromium
+
+    source = CHAT_JS.read_text()
+    start = source.index("  function formatCost(cost) {")
+    end = source.index("\n  }\n", start) + len("\n  }\n")
+    amounts = ["0", "0.0003", "0.5", "25", "1234.5678", "0.0000000001", "0.0017000000", "0E-10"]
+    with chromium() as browser:
+        page = browser.new_page()
+        shown = page.evaluate(
+            f"(amounts) => {{ {source[start:end]}; return amounts.map(formatCost); }}", amounts
+        )
+        assert page.evaluate(f"() => {{ {source[start:end]}; return formatCost(null); }}") == (
+            "cost unknown"
+        )
+    assert shown == [usd(Decimal(amount)) for amount in amounts]

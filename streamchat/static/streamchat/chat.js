@@ -266,14 +266,23 @@
     }
   }
 
+  // The rule of streamchat.pricing.usd, which prints money everywhere else: the exact amount (the
+  // server sends decimal strings), at least two decimals; so a sub-cent cost never reads "$0.00".
   function formatCost(cost) {
-    if (cost == null) return "cost unknown";
-    var value = Number(cost);
-    if (!isFinite(value)) return "cost unknown";
-    if (value === 0) return "$0";
-    if (value < 0.000001) return "< $0.000001";
-    var fixed = value < 1 ? value.toFixed(6) : value.toFixed(4);
-    return "$" + fixed.replace(/0+$/, "").replace(/\.$/, ".00");
+    if (cost == null || cost === "") return "cost unknown";
+    var text = String(cost).trim();
+    if (!/^-?\d+(\.\d+)?$/.test(text)) {  // a number, or exponent notation: at most 12 places
+      var value = Number(cost);
+      if (!isFinite(value)) return "cost unknown";
+      text = value.toFixed(12);
+    }
+    var sign = text.charAt(0) === "-" ? "-" : "";
+    var parts = text.replace(/^-/, "").split(".");
+    var whole = parts[0].replace(/^0+(?=\d)/, "").replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+    var fraction = (parts[1] || "").replace(/0+$/, "");
+    while (fraction.length < 2) fraction += "0";
+    if (!/[1-9]/.test(whole + fraction)) sign = "";
+    return sign + "$" + whole + "." + fraction;
   }
 
   function refreshMessage(message) {
