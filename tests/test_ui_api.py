@@ -302,12 +302,14 @@ def test_detail_is_a_tree_with_siblings_usage_and_status(
         "completion_tokens": 5,
         "reasoning_tokens": 0,
         "cost": "0.00015",
+        "estimated": False,
     }
     assert by_id[second.pk]["usage"] == {
         "prompt_tokens": 13,
         "completion_tokens": 3,
         "reasoning_tokens": 1,
         "cost": "0.000013",
+        "estimated": False,
     }
     assert by_id[second.pk]["error"] == {"code": "stream_error", "message": "Provider failed"}
     assert by_id[second.pk]["model"] == "m/two"
