@@ -5,6 +5,7 @@ docs/http.md describes every endpoint."""
 from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, path
+from django.views.i18n import JavaScriptCatalog
 
 from . import views
 from .http import openai_compat, sse, tokens
@@ -25,7 +26,14 @@ urlpatterns: list[URLPattern | URLResolver] = [
         views.ConversationDetailView.as_view(),
         name="api-conversation",
     ),
+    path(
+        "api/conversations/<int:pk>/export/",
+        views.ConversationExportView.as_view(),
+        name="api-conversation-export",
+    ),
     path("api/models/", views.ModelListView.as_view(), name="api-models"),
+    # gettext() for the page's scripts: streamchat's djangojs catalog in the request's language.
+    path("jsi18n/", JavaScriptCatalog.as_view(packages=["streamchat"]), name="jsi18n"),
     # Server-Sent Events
     path("api/stream/", sse.stream_reply, name="api-stream"),
     path("api/replies/<int:pk>/events/", sse.follow_reply, name="api-reply-events"),

@@ -27,8 +27,11 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import resolve_url
 from django.urls import reverse
+from django.utils.http import content_disposition_header
+from django.utils.translation import gettext as _
 from django.views.generic import TemplateView
 
+from . import export
 from .catalog import enabled_models
 from .conf import app_settings
 from .http.responses import JsonView, json_error
@@ -303,6 +306,34 @@ class ConversationDetailView(JsonView):
             return conversation
         conversation.delete()  # Usage rows stay (the ledger outlives the chat log).
         return HttpResponse(status=204)
+
+
+class ConversationExportView(JsonView):
+    """GET ``?format=md`` (the current branch, to read) or ``?format=json`` (the default: the
+    whole tree with every branch and each reply's usage) as a file to download."""
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        kind = request.GET.get("format", "json")
+        if kind not in ("md", "json"):
+            return json_error("invalid", _("format must be md or json."), field="format")
+        # Another user's conversation is indistinguishable from a missing one.
+        conversation = user_conversations(request.user).filter(pk=pk).first()
+        if conversation is None:
+            return json_error("not_found", _("No such conversation."))
+        tree = conversation_tree(conversation)
+        if kind == "md":
+            response = HttpResponse(
+                export.conversation_markdown(tree), content_type="text/markdown; charset=utf-8"
+            )
+        else:
+            response = JsonResponse(
+                export.conversation_document(tree), json_dumps_params={"ensure_ascii": False}
+            )
+        response["Content-Disposition"] = content_disposition_header(
+            as_attachment=True, filename=export.filename(tree, kind)
+        )
+        response["Cache-Control"] = "no-store"  # a user's chat log, not for shared caches
+        return response
 
 
 def announce_title(conversation_id: int, title: str) -> None:
