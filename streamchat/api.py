@@ -27,7 +27,7 @@ import asyncio
 import inspect
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from django.contrib.auth import get_user_model
@@ -60,7 +60,9 @@ T = TypeVar("T")
 
 # Fields the engine sets from the call's own arguments and the limits: extra_body may not change
 # them (a max_tokens there would escape the budget's reservation).
-RESERVED_FIELDS = frozenset({"model", "messages", "stream", "max_tokens", "max_completion_tokens"})
+RESERVED_FIELDS = frozenset(
+    {"model", "messages", "stream", "models", "max_tokens", "max_completion_tokens"}
+)
 
 
 @dataclass
@@ -163,20 +165,30 @@ def _messages(messages: Messages, system: str | None) -> list[dict[str, Any]]:
     return listed
 
 
-def _extra_body(
-    extra_body: Mapping[str, Any] | None, fallback_models: Sequence[str]
-) -> dict[str, Any]:
+def _options(
+    temperature: Any,
+    max_tokens: Any,
+    extra_body: Mapping[str, Any] | None,
+    fallback_models: Sequence[str],
+) -> engine.Options:
+    """The engine's options. ``extra_body`` comes from trusted host code, so any OpenRouter field
+    passes (a client's goes through ``streaming.parameters`` instead), but not those the engine
+    sets itself: a ``max_tokens`` there would escape the budget's reservation."""
     extra = dict(extra_body or {})
     reserved = sorted(RESERVED_FIELDS & extra.keys())
     if reserved:
         raise ChatError(
             "invalid",
-            f"extra_body may not set {', '.join(reserved)}: use the arguments of the same name.",
+            f"extra_body may not set {', '.join(reserved)}: use the arguments "
+            "(model, max_tokens, fallback_models).",
             field="extra_body",
         )
-    if fallback_models:
-        extra["models"] = list(fallback_models)
-    return extra
+    checked = engine.validate_options(temperature, max_tokens)
+    return replace(
+        checked,
+        extra=extra,
+        fallback_models=tuple(fallback_models) if fallback_models else None,
+    )
 
 
 def _explicit_keys(api_key: str | None, keys: Sequence[KeyChoice] | None) -> list[KeyChoice] | None:
@@ -213,8 +225,7 @@ async def astream_events(
     Raises ``ChatError`` for a refusal (nothing was sent upstream) and ``OpenRouterError`` for
     an upstream failure (after any text it streamed). Closing the generator early stops the
     reply; its usage is recorded all the same."""
-    options = engine.validate_options(temperature, max_tokens)
-    extra = _extra_body(extra_body, fallback_models)
+    options = _options(temperature, max_tokens, extra_body, fallback_models)
     acting = user if user is not None else await db.run(system_user)
     acting = _acting_user(acting)
     follower = _EventFollower()
@@ -227,7 +238,6 @@ async def astream_events(
         keep=False,
         follower=follower,
         keys=_explicit_keys(api_key, keys),
-        extra_body=extra,
     )
     end: Finished | None = None
     try:

@@ -201,7 +201,6 @@ async def acomplete_messages(
     keep: bool | None = None,
     follower: Follower | None = None,
     keys: list[KeyChoice] | None = None,
-    extra_body: dict[str, Any] | None = None,
 ) -> Reply:
     """A reply to ``messages`` the request carries itself (the OpenAI-compatible and Python APIs).
 
@@ -210,8 +209,7 @@ async def acomplete_messages(
     failover, one Usage row. ``keep`` (default: the ``API_STORE_CONVERSATIONS`` setting) also
     stores the exchange as a conversation; otherwise the reply has no Message row. ``follower``
     sees it from the first delta. ``keys`` replaces the site's keys for this reply (the Python
-    API's ``api_key=``); the limits and the ledger still apply. ``extra_body``: more OpenRouter
-    request fields from trusted host code (the Python API), never from a client.
+    API's ``api_key=``); the limits and the ledger still apply.
     """
     turns = completions.validate_messages(messages)
     if model is not None and (not isinstance(model, str) or not model.strip()):
@@ -227,7 +225,6 @@ async def acomplete_messages(
         source=source,
         follower=follower,
         keys=keys,
-        extra_body=extra_body,
     )
     assert accepted.reply is not None
     return accepted.reply
@@ -272,7 +269,6 @@ async def _start(
     follower: Follower | None,
     session_valid: Callable[[], bool] | None = None,
     keys: list[KeyChoice] | None = None,
-    extra_body: dict[str, Any] | None = None,
 ) -> Accepted:
     if model is not None and (not isinstance(model, str) or len(model) > 200):
         raise ChatError("invalid", "model must be a model id.", field="model")
@@ -304,7 +300,6 @@ async def _start(
             follower=follower,
             session_valid=session_valid,
             keys=keys,
-            extra_body=extra_body,
         )
     )
     hub.admitting += 1  # until it is launched (or refused): counted once, never twice
@@ -329,7 +324,6 @@ async def _admit_and_launch(
     follower: Follower | None,
     session_valid: Callable[[], bool] | None,
     keys: list[KeyChoice] | None = None,
-    extra_body: dict[str, Any] | None = None,
 ) -> Accepted:
     try:
         try:
@@ -350,8 +344,6 @@ async def _admit_and_launch(
             return _again(plan, follower)
         if keys is not None:
             plan.keys = keys
-        if extra_body:
-            plan.request.extra_body.update(extra_body)
         reply = launch(plan, follower)  # counted in hub.active from here
     finally:
         hub.admitting -= 1
