@@ -2,23 +2,31 @@
 
 One clean virtualenv gets the built wheel of django-streamchat (not the source tree) with README's
 ``pip install`` lines, and the oldest release of every dependency that pyproject.toml claims
-(Django 5.2.0, Channels 4.1.0, ...): the rest of the suite runs on the newest ones. Two host sites
-are made with ``django-admin startproject`` and given what an existing site has (a base template,
-a login page, DEBUG off), then README's blocks and commands, read from README.md itself:
+(Django 5.2.0, Channels 4.1.0, ...): the rest of the suite runs on the newest ones. README's
+blocks and commands, read from README.md itself, are carried out as written (the test adds no line
+of its own; it only puts its simulator's URL and the hosts' prefixes in place of README's) on:
 
-- ``default``: Django's user model, the chat under ``chat/``, the in-memory channel layer;
-- ``custom-user``: the host's own user model (the email address as login name), the chat
-  under ``team/talk/``, and README's Redis block (a channel layer shared by server processes).
+- ``new``: exactly what ``django-admin startproject`` made (DEBUG on, no login page, no
+  templates): the minimal drop-in (at most ten lines of settings, URLs and ASGI) and
+  ``python manage.py runserver``, logging in through the admin's login page; then, on the same
+  site, the production step (ServeStatic, ``collectstatic``, an encryption key and
+  ``rotate_encryption_keys``) under Daphne;
+- ``default``: an existing site (a base template, a login page, DEBUG off) with Django's user
+  model, the chat under ``chat/``, the in-memory channel layer, README's layout and production
+  blocks;
+- ``custom-user``: the same with the host's own user model (the email address as login name), the
+  chat under ``team/talk/``, and README's Redis block (a channel layer shared by server processes).
 
-Each is served by Daphne and by uvicorn, exactly as README's command lines say, with the simulator
-as OpenRouter (through ``OPENROUTER_BASE_URL`` / ``OPENROUTER_API_KEY``, which README's settings
-read). A client logs in over HTTP and streams a reply over the websocket (docs/protocol.md), over
-Server-Sent Events and through the OpenAI-compatible API (docs/http.md); the chat page renders
-inside the host's layout in headless Chromium, with its collected static files
-(``ManifestStaticFilesStorage``, served by ServeStatic), and streams a reply too.
+The existing sites are served by Daphne and by uvicorn, exactly as README's command lines say, with
+the simulator as OpenRouter (README's offline block, and ``OPENROUTER_API_KEY``, which README's
+settings read). A client logs in over HTTP and streams a reply over the websocket
+(docs/protocol.md), over Server-Sent Events and through the OpenAI-compatible API (docs/http.md);
+the chat page renders inside the host's layout (or the new site's bare page) in headless Chromium,
+with its static files (collected by ``ManifestStaticFilesStorage`` and served by ServeStatic, or
+served by ``runserver``), and streams a reply too.
 
-The time from an empty folder (no virtualenv yet) to the first streamed reply is printed and
-written to test-artifacts/dropin-timing.txt.
+The time from an empty folder (no virtualenv yet) to the first streamed reply on the new site is
+printed and written to test-artifacts/dropin-timing.txt.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ import pytest
 
 from streamchat.simulator.replies import DEFAULT_REPLY
 from tests.dropin import readme as readme_module
-from tests.dropin.host import ROOT, HostSite, Server, Toolchain, build_wheel
+from tests.dropin.host import ADMIN, ROOT, HostSite, Server, Toolchain, build_wheel
 from tests.services import IN_CI, chromium, reachable
 
 pytestmark = [pytest.mark.once]
@@ -48,7 +56,9 @@ ARTIFACTS = ROOT / "test-artifacts"
 PASSWORD = "drop-in-pass-4821"
 REDIS_URL = "redis://127.0.0.1:6379/14"  # not the suite's database 15, which tests flush
 EXTRAS = ["redis"]  # README's pip line brings "daphne"; the custom-user host uses Redis
-STATIC_FILES = "for production static files"
+PRODUCTION = "for production"
+LAYOUT = "for your site's layout"
+OFFLINE = "to try it offline"
 SEVERAL_PROCESSES = "for several server processes"
 
 
@@ -163,8 +173,8 @@ def make_host(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> HostSite:
     choice = HOSTS[name]
-    env = {"OPENROUTER_BASE_URL": simulator.base_url, "OPENROUTER_API_KEY": simulator.api_key}
-    purposes = [STATIC_FILES]
+    env = {"OPENROUTER_API_KEY": simulator.api_key, "STREAMCHAT_ENCRYPTION_KEYS": fernet_key()}
+    purposes = [OFFLINE, LAYOUT, PRODUCTION]
     if choice["redis"]:
         if reachable("127.0.0.1", 6379):
             purposes.append(SEVERAL_PROCESSES)
@@ -175,14 +185,21 @@ def make_host(
         toolchain,
         tmp_path_factory.mktemp(name),
         readme=readme,
+        upstream=simulator.base_url,
         prefix=str(choice["prefix"]),
         custom_user=bool(choice["custom_user"]),
         purposes=tuple(purposes),
         env=env,
     )
-    site.run_readme_commands(readme)
+    site.run_readme_commands(readme, PRODUCTION)
     site.create_user(PASSWORD)
     return site
+
+
+def fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
 
 
 @pytest.fixture(scope="module", params=SITES)
@@ -199,6 +216,31 @@ def served(
     TIMELINE["first"].mark(f"{request.param}: {program} listening")
     yield Served(request.param, host, server)
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def new_site(
+    toolchain: Toolchain,
+    readme: readme_module.Section,
+    _simulator_server: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[HostSite]:
+    """What startproject made, with README's minimal drop-in, offline block and commands."""
+    ARTIFACTS.mkdir(exist_ok=True)  # the servers' logs
+    site = HostSite.create(
+        toolchain,
+        tmp_path_factory.mktemp("new"),
+        readme=readme,
+        upstream=_simulator_server.base_url,
+        name="mysite",
+        existing=False,
+        purposes=(readme_module.NEW_SITE, OFFLINE),
+        env={"OPENROUTER_API_KEY": _simulator_server.api_key},
+    )
+    site.run_readme_commands(readme)
+    TIMELINE["first"].mark("new site: startproject, README's ten lines, migrate, createsuperuser")
+    yield site
+    shutil.rmtree(site.folder.parent, ignore_errors=True)
 
 
 # --- clients ----------------------------------------------------------------------------------
@@ -224,6 +266,57 @@ def log_in(server: Server, host: HostSite) -> httpx.Client:
     assert response.headers["location"] == f"/{host.prefix}"
     assert "sessionid" in client.cookies
     return client
+
+
+def log_in_as_admin(server: Server, prefix: str) -> httpx.Client:
+    """The admin's login page (README's LOGIN_URL for a new site), with README's superuser."""
+    client = httpx.Client(base_url=server.url, timeout=10)
+    anonymous = client.get(f"/{prefix}")
+    assert anonymous.status_code == 302
+    login_url = anonymous.headers["location"]
+    assert login_url == f"/admin/login/?next=/{prefix}", login_url
+    page = client.get(login_url)
+    assert page.status_code == 200, page.text[:500]
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+    assert token, page.text[:500]
+    response = client.post(
+        login_url,
+        data={
+            "csrfmiddlewaretoken": token.group(1),
+            "username": ADMIN["username"],
+            "password": ADMIN["password"],
+            "next": f"/{prefix}",
+        },
+    )
+    assert response.status_code == 302, response.text[:1000]
+    assert response.headers["location"] == f"/{prefix}"
+    return client
+
+
+def chat_page_static_files(client: httpx.Client, prefix: str) -> list[str]:
+    """The chat page's script and stylesheet URLs, each asserted to be served."""
+    page = client.get(f"/{prefix}")
+    assert page.status_code == 200
+    assert 'id="streamchat-config"' in page.text
+    urls = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)
+    assert any(url.startswith("/static/streamchat/chat") for url in urls), urls
+    for url in urls:
+        response = client.get(url)
+        assert response.status_code == 200, f"{url}: {response.status_code}"
+    return urls
+
+
+def mark_first_reply(capsys: pytest.CaptureFixture[str]) -> None:
+    """The timeline's last mark, on the first streamed reply of the run: printed and saved."""
+    timeline = TIMELINE["first"]
+    if any(what.startswith("first streamed reply") for what, _ in timeline.marks):
+        return
+    timeline.mark("first streamed reply finished")
+    report = "Drop-in, from an empty folder:\n" + timeline.report()
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "dropin-timing.txt").write_text(report + "\n")
+    with capsys.disabled():
+        print("\n" + report)
 
 
 async def stream_reply(server: Server, cookie: str, content: str) -> dict[str, Any]:
@@ -281,6 +374,141 @@ async def foreign_origin_refused(server: Server, cookie: str) -> bool:
 # --- tests ------------------------------------------------------------------------------------
 
 
+def test_readme_minimal_drop_in_is_at_most_ten_host_lines() -> None:
+    """README's settings, URLs and ASGI blocks for a new site: at most ten lines that are not
+    blank or comments; production, offline and layout blocks stay apart (with their purpose)."""
+    section = readme_module.parse()
+    lines = section.minimal_lines()
+    assert len(lines) <= readme_module.MINIMAL_LINES, "\n".join(lines)
+    assert {block.path for block in section.file_blocks(readme_module.NEW_SITE)} == {
+        "mysite/settings.py",
+        "mysite/urls.py",
+        "mysite/asgi.py",
+    }
+    # Production needs come after the development run, in blocks of their own.
+    minimal = "\n".join(lines)
+    for production_only in ("STATIC_ROOT", "servestatic", "ENCRYPTION_KEYS", "channels_redis"):
+        assert production_only not in minimal, production_only
+    commands = [line for block in section.command_blocks() for line in block.lines]
+    assert "python manage.py collectstatic --noinput" not in commands
+    production = section.command_blocks(PRODUCTION, common=False)
+    assert any("collectstatic" in line for block in production for line in block.lines)
+    settings = "\n".join(block.code for block in section.file_blocks(PRODUCTION, common=False))
+    assert "STATIC_ROOT" in settings and '"servestatic"' in settings
+
+
+def test_dropin_new_site_in_development(
+    new_site: HostSite,
+    readme: readme_module.Section,
+    simulator: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """README steps 1 to 5 on what startproject made: runserver (DEBUG on, static files from the
+    apps, no collectstatic), the admin's login page, a reply over the websocket."""
+    assert new_site.manage("check").strip().startswith("System check identified no issues")
+    command = next(
+        line for line in readme.command_lines("python") if line.endswith("manage.py runserver")
+    )
+    server = Server(new_site, command, ARTIFACTS / "dropin-new-runserver.log")
+    try:
+        TIMELINE["first"].mark("new site: runserver listening")
+        client = log_in_as_admin(server, "chat/")
+        urls = chat_page_static_files(client, "chat/")
+        assert "/static/streamchat/chat.js" in urls  # DEBUG: the apps' files, not collected
+        cookie = f"sessionid={client.cookies['sessionid']}"
+        result = asyncio.run(stream_reply(server, cookie, "Hello from a new site"))
+        assert result["finished"]["status"] == "complete"
+        assert result["text"] == DEFAULT_REPLY
+        mark_first_reply(capsys)
+        assert asyncio.run(foreign_origin_refused(server, cookie))
+        assert server.problems() == []
+    finally:
+        server.stop()
+
+
+@pytest.mark.browser
+def test_dropin_new_site_chat_page_streams_in_chromium(
+    new_site: HostSite, readme: readme_module.Section, simulator: Any
+) -> None:
+    command = next(
+        line for line in readme.command_lines("python") if line.endswith("manage.py runserver")
+    )
+    server = Server(new_site, command, ARTIFACTS / "dropin-new-runserver-chromium.log")
+    failures: list[str] = []
+    errors: list[str] = []
+    try:
+        with chromium() as browser:
+            try:
+                context = browser.new_context(base_url=server.url)
+                context.set_default_timeout(15_000)
+                page = context.new_page()
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                page.on(
+                    "response",
+                    lambda r: failures.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+                )
+                page.goto("/chat/")
+                assert "/admin/login/" in page.url
+                page.fill("input[name=username]", ADMIN["username"])
+                page.fill("input[name=password]", ADMIN["password"])
+                with page.expect_navigation():
+                    page.click("input[type=submit]")
+                page.locator("#sc-input").wait_for()
+                assert page.url.endswith("/chat/")
+                app_display = page.eval_on_selector(
+                    "#streamchat", "e => getComputedStyle(e).display"
+                )
+                assert app_display != "block", "chat.css is not applied"
+                page.fill("#sc-input", "Hello from Chromium on a new site")
+                page.press("#sc-input", "Enter")
+                reply = page.locator('.sc-msg--assistant[data-status="complete"]')
+                reply.wait_for()
+                assert "OpenRouter simulator" in reply.locator(".sc-body").inner_text()
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "dropin-new-runserver.png"))
+            finally:
+                browser.close()
+        # A bare startproject site has no favicon, and Chromium asks for /favicon.ico (not as a
+        # page response): the only 404 allowed.
+        not_found = [line for line in server.log_path.read_text().splitlines() if " 404 " in line]
+        assert all("GET /favicon.ico " in line for line in not_found), not_found
+        if not_found:
+            errors = [
+                e for e in errors if not e.startswith("Failed to load resource") or "404" not in e
+            ]
+        assert failures == [], failures
+        assert errors == [], errors
+        assert server.problems() == []
+    finally:
+        server.stop()
+
+
+def test_dropin_new_site_then_production(
+    new_site: HostSite, readme: readme_module.Section, simulator: Any
+) -> None:
+    """README step 6 on the same site after the development run (DEBUG still on, as startproject
+    left it): ServeStatic, collectstatic, a dedicated encryption key with the API key stored in
+    development rotated under it, Daphne. ServeStatic and Django have nothing to warn about."""
+    new_site.env_extra["STREAMCHAT_ENCRYPTION_KEYS"] = fernet_key()
+    new_site.apply(readme, PRODUCTION, common=False)
+    outputs = new_site.run_readme_commands(readme, PRODUCTION, common=False)
+    assert "static files copied" in outputs["collectstatic"], outputs["collectstatic"]
+    assert "re-encrypted 1, already current 0, unreadable 0" in outputs["rotate_encryption_keys"]
+    assert new_site.manage("check").strip().startswith("System check identified no issues")
+    server = Server(new_site, readme.command("daphne"), ARTIFACTS / "dropin-new-daphne.log")
+    try:
+        client = log_in_as_admin(server, "chat/")
+        chat_page_static_files(client, "chat/")  # Daphne serves none: ServeStatic does
+        cookie = f"sessionid={client.cookies['sessionid']}"
+        result = asyncio.run(stream_reply(server, cookie, "Hello in production"))
+        assert result["finished"]["status"] == "complete"  # the rotated key opens
+        assert result["text"] == DEFAULT_REPLY
+        assert server.problems() == []
+    finally:
+        server.stop()
+
+
 def test_dropin_installs_the_wheel_with_the_oldest_claimed_dependencies(
     toolchain: Toolchain,
 ) -> None:
@@ -316,14 +544,7 @@ def test_dropin_login_then_a_reply_streams_over_the_websocket(
     assert len(deltas) >= 2  # streamed, not one blob
     assert finished["usage"]["completion_tokens"] > 0
 
-    timeline = TIMELINE["first"]
-    if not any(what.startswith("first streamed reply") for what, _ in timeline.marks):
-        timeline.mark("first streamed reply finished")
-        report = "Drop-in, from an empty folder:\n" + timeline.report()
-        ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "dropin-timing.txt").write_text(report + "\n")
-        with capsys.disabled():
-            print("\n" + report)
+    mark_first_reply(capsys)
 
     # README's ASGI block checks the Origin: another site's page cannot open the socket.
     assert asyncio.run(foreign_origin_refused(server, cookie))

@@ -2,9 +2,10 @@
 
 ``Toolchain`` is a clean virtualenv holding the built wheel of django-streamchat (never the source
 tree), installed with README's own ``pip install`` line. ``HostSite`` is a ``django-admin
-startproject`` site that first gets what an existing site already has (a base template, a login
-page, optionally its own user model), then README's blocks, then README's commands. ``Server``
-runs it under Daphne or uvicorn, exactly as README's command line says, on a free port.
+startproject`` site, left as new or first given what an existing site already has (a base
+template, a login page, DEBUG off, optionally its own user model), then README's blocks, then
+README's commands. ``Server`` runs it under runserver, Daphne or uvicorn, exactly as README's
+command line says, on a free port.
 
 Host processes get a clean environment: nothing of the test suite's settings, database or virtualenv
 leaks into them; streamchat finds OpenRouter (the simulator) through ``OPENROUTER_BASE_URL`` and
@@ -27,6 +28,10 @@ from tests.servers import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "django-streamchat"
+# README's base URL for the simulator (its default port), to try streamchat offline.
+SIMULATOR_URL = "http://127.0.0.1:8765/api/v1"
+# The account README's createsuperuser makes (the answers it would be typed).
+ADMIN = {"username": "admin", "email": "admin@example.com", "password": "drop-in-admin-7319"}
 # Variables of the test run that must not reach a host process.
 LEAKY = ("DJANGO_SETTINGS_MODULE", "VIRTUAL_ENV", "PYTHONPATH", "DATABASE_URL", "REDIS_URL")
 
@@ -201,6 +206,7 @@ class HostSite:
     folder: Path  # holds manage.py
     name: str  # the project package
     prefix: str  # where the host mounts streamchat's URLs, e.g. "chat/"
+    upstream: str  # the OpenRouter base URL: the test's simulator, in place of README's
     env_extra: dict[str, str] = field(default_factory=dict)
     custom_user: bool = False
     login: str = ""  # the name its user logs in with (create_user)
@@ -220,22 +226,27 @@ class HostSite:
         parent: Path,
         *,
         readme: Section,
+        upstream: str,
         name: str = "host",
         prefix: str = "chat/",
+        existing: bool = True,
         custom_user: bool = False,
         purposes: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
     ) -> HostSite:
+        """``existing``: the site has its own layout, login page and settings before streamchat;
+        else it is exactly what startproject made."""
         folder = parent / name
         folder.mkdir(parents=True)
-        site = cls(toolchain, folder, name, prefix, dict(env or {}), custom_user)
+        site = cls(toolchain, folder, name, prefix, upstream, dict(env or {}), custom_user)
         run(
             [str(toolchain.bin / "django-admin"), "startproject", name, str(folder)],
             cwd=parent,
             env=site.env,
         )
-        site._become_an_existing_site()
-        site._apply(readme, purposes)
+        if existing:
+            site._become_an_existing_site()
+        site.apply(readme, *purposes)
         return site
 
     # -- what the site had before streamchat -------------------------------------------------
@@ -275,14 +286,18 @@ class HostSite:
 
     # -- README ------------------------------------------------------------------------------
 
-    def _apply(self, readme: Section, purposes: tuple[str, ...]) -> None:
-        for block in readme.file_blocks(*purposes):
+    def apply(self, readme: Section, *purposes: str, common: bool = True) -> None:
+        """README's blocks for every site (unless not ``common``) and for ``purposes``."""
+        for block in readme.file_blocks(*purposes, common=common):
             block = block.for_project(self.name)
             code = block.code
             if block.path == f"{self.name}/urls.py":
                 # The host's own prefix in place of README's "chat/".
                 assert 'path("chat/", include("streamchat.urls"))' in code, code
                 code = code.replace('path("chat/"', f'path("{self.prefix}"')
+            if SIMULATOR_URL in code:
+                # The test's simulator listens on a free port, not on the default one.
+                code = code.replace(SIMULATOR_URL, self.upstream)
             if block.mode == "append":
                 self._append(block.path, "\n" + code)
             else:
@@ -294,14 +309,25 @@ class HostSite:
         with open(self.folder / path, "a") as f:
             f.write(code)
 
-    def run_readme_commands(self, readme: Section) -> list[str]:
-        """README's ``python manage.py …`` lines, in order; the outputs."""
-        outputs = []
-        for block in readme.commands:
-            for line in block:
+    def run_readme_commands(
+        self, readme: Section, *purposes: str, common: bool = True
+    ) -> dict[str, str]:
+        """README's ``python manage.py …`` lines of the console blocks for every site (unless
+        not ``common``) and for ``purposes``, in order, but ``runserver`` (a ``Server``):
+        ``{command: output}``. ``createsuperuser`` runs with ``--noinput``, its answers from the
+        environment (``ADMIN``)."""
+        outputs = {}
+        for block in readme.command_blocks(*purposes, common=common):
+            for line in block.lines:
                 words = shlex.split(line)
-                if words[:2] == ["python", "manage.py"]:
-                    outputs.append(self.manage(*words[2:]))
+                if words[:2] != ["python", "manage.py"] or words[2] == "runserver":
+                    continue
+                if words[2] == "createsuperuser":
+                    words.append("--noinput")
+                    self.env_extra.update(
+                        {f"DJANGO_SUPERUSER_{name.upper()}": value for name, value in ADMIN.items()}
+                    )
+                outputs[words[2]] = self.manage(*words[2:])
         assert outputs, "README runs no manage.py command"
         return outputs
 
@@ -322,7 +348,8 @@ class HostSite:
 
 
 class Server(ServerProcess):
-    """README's serve command (``daphne …`` or ``uvicorn …``) on a free loopback port."""
+    """README's serve command (``daphne …``, ``uvicorn …`` or ``python manage.py runserver``) on
+    a free loopback port."""
 
     def __init__(self, site: HostSite, command: str, log: Path) -> None:
         self.port = free_port()
@@ -333,9 +360,13 @@ class Server(ServerProcess):
             words += ["-b", "127.0.0.1", "-p", str(self.port)]
         elif program == "uvicorn":
             words += ["--host", "127.0.0.1", "--port", str(self.port)]
+        elif words[1:3] == ["manage.py", "runserver"]:
+            # No autoreloader: its child process would outlive stop().
+            program = self.program = "runserver"
+            words = ["python", *words[1:], "--noreload", f"127.0.0.1:{self.port}"]
         else:
             raise AssertionError(f"unknown server {program!r}")
-        words[0] = str(site.toolchain.bin / program)
+        words[0] = str(site.toolchain.bin / words[0])
         self._start(words, cwd=site.folder, env=site.env, log=log)
 
     def problems(self) -> list[str]:
@@ -343,5 +374,7 @@ class Server(ServerProcess):
         return [
             line
             for line in self.log_path.read_text(errors="replace").splitlines()
-            if re.search(r"Traceback|Warning:|Exception|\bERROR\b|\bCRITICAL\b", line)
+            if re.search(
+                r"Traceback|Warning:|Exception|\bERROR\b|\bCRITICAL\b|identified some issues", line
+            )
         ]

@@ -5,11 +5,13 @@ file and where the code goes::
 
     # mysite/settings.py: at the end
     # mysite/settings.py: at the end, for production static files
-    # mysite/asgi.py: the whole file
-    {# templates/streamchat/base.html: a new file #}
+    # mysite/asgi.py: at the end
+    {# templates/streamchat/base.html: a new file, for your site's layout #}
 
-or a ``console`` block of commands. ``mysite`` stands for the host's project package. Anything else
-is an error here, so the README cannot grow a block that the test silently skips.
+or a ``console`` block of commands, whose first line may name its purpose the same way
+(``# for production``). A block without a purpose is for every site; the others are for the sites
+that purpose names. ``mysite`` stands for the host's project package. Anything else is an error
+here, so the README cannot grow a block that the test silently skips.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ FENCE = re.compile(
 PYTHON_TARGET = re.compile(r"^# (?P<path>[\w./-]+): (?P<where>[^\n]+)$")
 TEMPLATE_TARGET = re.compile(r"^\{# (?P<path>[\w./-]+): (?P<where>[^\n]+) #\}$")
 PLACES = {"at the end": "append", "the whole file": "write", "a new file": "write"}
+# The purpose of the one block that a new site needs beyond the blocks for every site.
+NEW_SITE = "for a site without its own login page"
+# The minimal drop-in: the settings, URLs and ASGI lines a new site gets, at most this many.
+MINIMAL_LINES = 10
 
 
 @dataclass(frozen=True)
@@ -50,20 +56,48 @@ class FileBlock:
 
 
 @dataclass(frozen=True)
+class CommandBlock:
+    purpose: str  # as a FileBlock's
+    lines: list[str]
+
+
+@dataclass(frozen=True)
 class Section:
     text: str
     files: list[FileBlock]
-    commands: list[list[str]]  # each console block: its command lines
+    commands: list[CommandBlock]
 
-    def file_blocks(self, *purposes: str) -> list[FileBlock]:
-        """The blocks every site needs, plus those for the given purposes, in README order."""
+    def file_blocks(self, *purposes: str, common: bool = True) -> list[FileBlock]:
+        """The blocks every site needs (unless not ``common``), plus those for the given purposes,
+        in README order."""
         unknown = set(purposes) - {block.purpose for block in self.files}
         assert not unknown, f"README has no block {unknown}"
-        return [block for block in self.files if block.purpose in ("", *purposes)]
+        wanted = ("", *purposes) if common else purposes
+        return [block for block in self.files if block.purpose in wanted]
+
+    def command_blocks(self, *purposes: str, common: bool = True) -> list[CommandBlock]:
+        """The console blocks for every site (unless not ``common``) and for ``purposes``."""
+        unknown = set(purposes) - {block.purpose for block in self.commands} - {""}
+        assert not unknown, f"README has no console block {unknown}"
+        wanted = ("", *purposes) if common else purposes
+        return [block for block in self.commands if block.purpose in wanted]
+
+    def minimal_lines(self) -> list[str]:
+        """The host's lines of the minimal drop-in on a new site: settings, URLs and ASGI (every
+        site's Python blocks and the new site's login block), blank lines and comments aside."""
+        return [
+            line
+            for block in self.file_blocks(NEW_SITE)
+            if block.path.endswith(".py")
+            for line in block.code.splitlines()
+            if line.strip() and not line.strip().startswith("#")
+        ]
 
     def command_lines(self, program: str) -> list[str]:
         """Every command line that runs ``program``: console blocks first, then inline code."""
-        lines = [line for block in self.commands for line in block if line.split()[0] == program]
+        lines = [
+            line for block in self.commands for line in block.lines if line.split()[0] == program
+        ]
         lines += re.findall(rf"`({re.escape(program)} [^`]+)`", self.text)
         assert lines, f"README's {SECTION!r} section runs no {program!r}"
         return lines
@@ -83,13 +117,15 @@ def section_text(readme: Path = README) -> str:
 def parse(readme: Path = README) -> Section:
     text = section_text(readme)
     files: list[FileBlock] = []
-    commands: list[list[str]] = []
+    commands: list[CommandBlock] = []
     for fence in FENCE.finditer(text):
         body = textwrap.dedent(fence.group("body"))
         lang = fence.group("lang")
         if lang == "console":
+            lines = body.splitlines()
+            purpose = lines[0][2:] if lines and lines[0].startswith("# ") else ""
             commands.append(
-                [line for line in body.splitlines() if line and not line.startswith("#")]
+                CommandBlock(purpose, [line for line in lines if line and not line.startswith("#")])
             )
             continue
         first, _, code = body.partition("\n")
