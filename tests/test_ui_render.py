@@ -314,8 +314,9 @@ def test_streaming_text_closes_or_holds_back_each_unfinished_construct(
     page: Any, login: Any, user: Any
 ) -> None:
     login(page, user)
+    page.wait_for_function("() => !!window.streamchatRender")
     got = page.evaluate(
-        "cases => cases.map(c => window.streamchat.render.streamingText(c))",
+        "cases => cases.map(c => window.streamchatRender.streamingText(c))",
         [case for case, _ in STREAMING_CASES],
     )
     assert list(zip([c for c, _ in STREAMING_CASES], got)) == STREAMING_CASES
@@ -341,24 +342,26 @@ def test_dark_mode_follows_the_system_and_a_toggle_remembered_per_user(
     page.emulate_media(color_scheme="dark")
     login(page, alice)
     assert theme(page) == DARK
-    assert page.locator("#sc-theme").inner_text() == "Theme: system"
+    assert page.locator("#sc-theme").inner_text() == "◐ Auto"
     send(page, "Hello")  # the default reply has a highlighted code block
-    page.emulate_media(color_scheme="light")  # "system" follows the change at once
+    wait_finished(page)
+    page.emulate_media(color_scheme="light")  # "system" follows the change
+    page.wait_for_function("() => document.documentElement.dataset.scTheme === 'light'")
     assert theme(page) == LIGHT
     page.emulate_media(color_scheme="dark")
 
     page.click("#sc-theme")
-    assert page.locator("#sc-theme").inner_text() == "Theme: light"
+    assert page.locator("#sc-theme").inner_text() == "☀ Light"
     assert theme(page) == LIGHT
     page.reload()
     assert theme(page) == LIGHT  # remembered, against the system's dark
     page.click("#sc-theme")
-    assert theme(page) == DARK and page.locator("#sc-theme").inner_text() == "Theme: dark"
-    wait_finished(page)
+    assert theme(page) == DARK and page.locator("#sc-theme").inner_text() == "☾ Dark"
     page.set_viewport_size(DESKTOP)
     screenshot(page, "dark-desktop")
     page.set_viewport_size(PHONE)
     screenshot(page, "dark-phone")
+    page.set_viewport_size(DESKTOP)
     page.emulate_media(color_scheme="light")
     page.reload()
     assert theme(page) == DARK  # the choice beats the system's light
@@ -369,7 +372,7 @@ def test_dark_mode_follows_the_system_and_a_toggle_remembered_per_user(
     page.context.clear_cookies()
     login(page, bob)
     assert theme(page) == LIGHT
-    assert page.locator("#sc-theme").inner_text() == "Theme: system"
+    assert page.locator("#sc-theme").inner_text() == "◐ Auto"
     keys = page.evaluate("() => Object.keys(localStorage).filter(k => k.endsWith(':theme'))")
     assert keys == [f"streamchat:{alice.pk}:theme"]
     assert_clean(page, browser_events)
@@ -384,10 +387,10 @@ def test_timestamps_jump_to_latest_and_plain_titles(
     simulator.token_delay = 0.01
     simulator.next_reply("\n\n".join(f"Paragraph {n} of a long reply." for n in range(1, 121)))
     login(page, user)
-    send(page, "**Pelicans** and `code`: a [guide](https://example.com) to _birds_")
+    send(page, "**Pelicans** and `code`: [a guide](https://x.example) _now_")
 
     # Titles: plain text of the first message's Markdown, in the header and the sidebar.
-    shown = "Pelicans and code: a guide to birds"
+    shown = "Pelicans and code: a guide now"
     page.locator("#sc-conversations li a", has_text="Pelicans").wait_for()
     assert page.locator("#sc-title").inner_text() == shown
     link = page.locator("#sc-conversations li a").first
@@ -397,6 +400,8 @@ def test_timestamps_jump_to_latest_and_plain_titles(
     row = page.locator("#sc-conversations li").first
     assert link.bounding_box()["width"] == pytest.approx(row.bounding_box()["width"], abs=1)
     actions = row.locator(".sc-conversation-actions")
+    box = link.bounding_box()
+    assert actions.bounding_box()["x"] > box["x"] + box["width"] / 2  # a click on the title opens it
     page.hover("#sc-input")
     assert actions.evaluate("el => getComputedStyle(el).opacity") == "0"
     row.hover()

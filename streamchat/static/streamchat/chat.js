@@ -49,7 +49,7 @@
 
   // --- rendering model output (render.js) ---------------------------------------------------
 
-  var render = window.streamchat.render;
+  var render = window.streamchatRender;
 
   // --- state ----------------------------------------------------------------------------------
 
@@ -256,10 +256,25 @@
     return el;
   }
 
+  var timeFormat = new Intl.DateTimeFormat(undefined, { hour: "numeric", minute: "2-digit" });
+  var dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+
+  /** <time>: the hour today, the date and hour before; the full date and time on hover. */
+  function timeElement(date) {
+    var el = document.createElement("time");
+    el.className = "sc-time";
+    if (!date || isNaN(date.getTime())) return el;
+    el.dateTime = date.toISOString();
+    el.title = dateTimeFormat.format(date);
+    el.textContent = date.toDateString() === new Date().toDateString() ? timeFormat.format(date) : el.title;
+    return el;
+  }
+
   function renderBody(message) {
     if (!message.el && !message.parts) return;
     if (message.role === "user") { message.parts.body.textContent = message.text; return; }
-    message.parts.body.replaceChildren(renderMarkdown(message.text));
+    // While it streams, an unfinished construct is closed or held back (render.streamingText).
+    message.parts.body.replaceChildren(render.markdown(message.text, { docId: "m" + message.id, streaming: isLive(message) }));
     if (message.reasoning) {
       message.parts.reasoning.hidden = false;
       message.parts.reasoningText.textContent = message.reasoning;
@@ -1088,10 +1103,12 @@
       // title has the whole row to itself the rest of the time.
       var actions = document.createElement("span");
       actions.className = "sc-conversation-actions";
-      actions.append(
-        button("Rename", "sc-icon-button sc-small-button", "rename", "Rename " + title),
-        button("Delete", "sc-icon-button sc-small-button", "delete", "Delete " + title)
-      );
+      // Icons, so the buttons cover only the end of the row: a click on the title opens it.
+      var rename = button("✎", "sc-icon-button", "rename", "Rename " + title);
+      var remove = button("✕", "sc-icon-button", "delete", "Delete " + title);
+      rename.title = "Rename";
+      remove.title = "Delete";
+      actions.append(rename, remove);
       li.append(link, actions);
       return li;
     });

@@ -1,6 +1,7 @@
 /* streamchat: model output (Markdown) → sanitised DOM, for the chat page. Plain JS, no build step.
  *
- * Loaded after the vendored libraries and before chat.js, which uses `window.streamchat.render`:
+ * Loaded after the vendored libraries and before chat.js, which uses `window.streamchatRender`
+ * (not `window.streamchat`: that name is the chat's element, id="streamchat"):
  *   markdown(text, {docId, streaming}) → a sanitised DocumentFragment
  *   streamingText(text)                → the text to show while a reply is still arriving
  *   plainText(markdown)                → the text of some Markdown, without its markup (titles)
@@ -397,10 +398,9 @@
           token.type === "code_block" || /^math_/.test(token.type)) out.push(token.content);
         if (token.block && /_close$|^fence$|^code_block$|^math_block/.test(token.type)) out.push(" ");
       });
-    })(md.parse(closeInline(source || ""), {})); // a title cut short ("**Pelic…") still closes
+    })(md.parse(source || "", {}));
     return out.join("").replace(/\s+/g, " ").trim();
   }
 
-  window.streamchat = window.streamchat || {};
-  window.streamchat.render = { markdown: markdown, streamingText: streamingText, plainText: plainText };
+  window.streamchatRender = { markdown: markdown, streamingText: streamingText, plainText: plainText };
 })();

@@ -9,7 +9,8 @@
   "use strict";
 
   var CHOICES = ["system", "light", "dark"];
-  var LABELS = { system: "Theme: system", light: "Theme: light", dark: "Theme: dark" };
+  var LABELS = { system: "◐ Auto", light: "☀ Light", dark: "☾ Dark" };
+  var NAMES = { system: "automatic (as the system)", light: "light", dark: "dark" };
   var root = document.documentElement;
   var dark = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
   var script = document.currentScript;
@@ -29,7 +30,8 @@
     var button = document.getElementById("sc-theme");
     if (button) {
       button.textContent = LABELS[choice];
-      button.setAttribute("aria-label", LABELS[choice] + " (change)");
+      button.title = "Theme: " + NAMES[choice] + ". Click to change.";
+      button.setAttribute("aria-label", "Theme: " + NAMES[choice] + " (change)");
     }
   }
 
