@@ -9,12 +9,17 @@ upstream failure) and ``streamchat.limits.LimitError`` (a send the limits refuse
 type; every front end reads it: the session JSON API and SSE through ``http_status``, the
 OpenAI-compatible API through ``openai_error``, the websocket and ``reply.finished`` through
 ``StreamchatError.as_frame`` / ``as_dict`` (``error_frame``).
+
+Messages are translated (gettext) when the error is made, into the active language: the request's
+on HTTP (LocaleMiddleware), ``LANGUAGE_CODE`` elsewhere. Codes never are.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+from django.utils.translation import gettext as _
 
 
 class StreamchatError(Exception):
@@ -77,7 +82,12 @@ class ChatError(StreamchatError):
 
 def not_found(what: str = "conversation") -> ChatError:
     # The same answer for another user's id and a missing one (WS-11).
-    return ChatError("not_found", f"No such {what}.")
+    messages = {
+        "conversation": _("No such conversation."),
+        "message": _("No such message."),
+        "reply": _("No such reply."),
+    }
+    return ChatError("not_found", messages.get(what) or _("Not found."))
 
 
 def error_code(error: StreamchatError | None) -> str:
@@ -189,7 +199,7 @@ def unavailable() -> ChatError:
     """A request refused because the database cannot be reached (nothing was stored)."""
     return ChatError(
         "unavailable",
-        "The chat cannot reach its database right now, so nothing was sent. Try again shortly.",
+        _("The chat cannot reach its database right now, so nothing was sent. Try again shortly."),
         retry_after=5,
     )
 
@@ -199,7 +209,9 @@ def other_workers_unreachable() -> ChatError:
     away."""
     return ChatError(
         "workers_unreachable",
-        "This reply runs on another server, which cannot be reached right now."
-        " Try again shortly.",
+        _(
+            "This reply runs on another server, which cannot be reached right now."
+            " Try again shortly."
+        ),
         retry_after=5,
     )

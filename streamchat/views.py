@@ -213,7 +213,7 @@ class ConversationListView(JsonView):
             limit = min(max(int(request.GET.get("limit", LIST_LIMIT_DEFAULT)), 1), LIST_LIMIT_MAX)
             offset = max(int(request.GET.get("offset", 0)), 0)
         except ValueError:
-            return json_error("invalid", "limit and offset must be integers.", field="limit")
+            return json_error("invalid", _("limit and offset must be integers."), field="limit")
         conversations = user_conversations(request.user).order_by("-updated", "-id")
         # Stored text holds no NUL (PostgreSQL rejects one in a query): clean the query alike.
         query = clean_text(request.GET.get("q", "")).strip()[:SEARCH_MAX_CHARS]
@@ -245,18 +245,20 @@ class ConversationCreateView(JsonView):
             return body
         title = body.get("title", "")
         if not isinstance(title, str):
-            return json_error("invalid", "title must be a string.", field="title")
+            return json_error("invalid", _("title must be a string."), field="title")
         title = " ".join(clean_text(title).split())
         if len(title) > TITLE_MAX_CHARS:
             return json_error(
-                "invalid", f"A title has at most {TITLE_MAX_CHARS} characters.", field="title"
+                "invalid",
+                _("A title has at most %(count)s characters.") % {"count": TITLE_MAX_CHARS},
+                field="title",
             )
         model = body.get("model")
         enabled = {m["id"]: m for m in enabled_models()}
         if model is None:
             model = next(m["id"] for m in enabled.values() if m["default"])
         elif not isinstance(model, str) or model not in enabled:
-            return json_error("model_unavailable", "This model is not available.", field="model")
+            return json_error("model_unavailable", _("This model is not available."), field="model")
         conversation = Conversation.objects.create(owner=request.user, title=title, model=model)
         response = JsonResponse(conversation_summary(conversation), status=201)
         response["Location"] = reverse("streamchat:api-conversation", args=[conversation.pk])
@@ -270,7 +272,7 @@ class ConversationDetailView(JsonView):
         # Another user's conversation is indistinguishable from a missing one.
         conversation = user_conversations(request.user).filter(pk=pk).first()
         if conversation is None:
-            return json_error("not_found", "No such conversation.")
+            return json_error("not_found", _("No such conversation."))
         return conversation
 
     def get(self, request: HttpRequest, pk: int) -> JsonResponse:
@@ -288,11 +290,13 @@ class ConversationDetailView(JsonView):
             return body
         title = body.get("title")
         if not isinstance(title, str):
-            return json_error("invalid", "title must be a string.", field="title")
+            return json_error("invalid", _("title must be a string."), field="title")
         title = " ".join(clean_text(title).split())
         if len(title) > TITLE_MAX_CHARS:
             return json_error(
-                "invalid", f"A title has at most {TITLE_MAX_CHARS} characters.", field="title"
+                "invalid",
+                _("A title has at most %(count)s characters.") % {"count": TITLE_MAX_CHARS},
+                field="title",
             )
         conversation.title = title
         # Renaming is not activity: the conversation keeps its place in the recency list.

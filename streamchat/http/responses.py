@@ -20,6 +20,7 @@ from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.decorators import method_decorator
+from django.utils.translation import gettext as _
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
@@ -56,7 +57,9 @@ def error_response(error: StreamchatError) -> JsonResponse:
 def parse_json_body(request: HttpRequest, limit: int) -> dict[str, Any]:
     """The request's JSON object; ``ChatError`` ``message_too_large`` above ``limit`` bytes
     (413), ``bad_json`` (400) when it is not a JSON object."""
-    too_large = ChatError("message_too_large", f"Requests are limited to {limit} bytes.")
+    too_large = ChatError(
+        "message_too_large", _("Requests are limited to %(limit)s bytes.") % {"limit": limit}
+    )
     declared = request.META.get("CONTENT_LENGTH") or "0"
     if declared.isdigit() and int(declared) > limit:
         raise too_large
@@ -69,9 +72,9 @@ def parse_json_body(request: HttpRequest, limit: int) -> dict[str, Any]:
     try:
         body = json.loads(raw or b"null")
     except (ValueError, RecursionError):  # RecursionError: nested deeper than ~1000
-        raise ChatError("bad_json", "The request body is not JSON.") from None
+        raise ChatError("bad_json", _("The request body is not JSON.")) from None
     if not isinstance(body, dict):
-        raise ChatError("bad_json", "The request body must be a JSON object.")
+        raise ChatError("bad_json", _("The request body must be a JSON object."))
     return body
 
 
@@ -101,11 +104,11 @@ class JsonView(View):
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         try:
             if not request.user.is_authenticated:
-                return json_error("not_authenticated", "Log in to use the chat.")
+                return json_error("not_authenticated", _("Log in to use the chat."))
             if request.method not in ("GET", "HEAD", "OPTIONS", "TRACE") and not csrf_passes(
                 request
             ):
-                return json_error("csrf_failed", "CSRF verification failed: reload the page.")
+                return json_error("csrf_failed", _("CSRF verification failed: reload the page."))
             return super().dispatch(request, *args, **kwargs)
         except DatabaseError as error:  # a database blip: JSON 503 with Retry-After, not a 500
             logger.warning(
@@ -119,7 +122,10 @@ class JsonView(View):
     def http_method_not_allowed(
         self, request: HttpRequest, *args: Any, **kwargs: Any
     ) -> HttpResponse:
-        response = json_error("method_not_allowed", f"{request.method} is not allowed here.")
+        response = json_error(
+            "method_not_allowed",
+            _("%(method)s is not allowed here.") % {"method": request.method},
+        )
         response["Allow"] = ", ".join(m.upper() for m in self._allowed_methods())
         return response
 

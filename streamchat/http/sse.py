@@ -31,6 +31,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
 from ..conf import app_settings
@@ -66,11 +67,13 @@ def session_view(*methods: str) -> Callable[[View], View]:
             try:
                 user = await request.auser()
                 if not user.is_authenticated:
-                    return json_error("not_authenticated", "Log in to use the chat.")
+                    return json_error("not_authenticated", _("Log in to use the chat."))
                 if request.method not in SAFE_METHODS and not await sync_to_async(csrf_passes)(
                     request
                 ):
-                    return json_error("csrf_failed", "CSRF verification failed: reload the page.")
+                    return json_error(
+                        "csrf_failed", _("CSRF verification failed: reload the page.")
+                    )
                 return await view(request, user, *args, **kwargs)
             except ChatError as error:
                 return error_response(error)

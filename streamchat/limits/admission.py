@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from channels.db import database_sync_to_async
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from .. import pricing
 from ..conf import app_settings
@@ -143,8 +144,10 @@ def admit(
             return request, result[0]
         logger.error("streamchat: limits unavailable, refusing user %s (%s)", user.pk, error)
         raise LimitsUnavailable(
-            "Your usage limits cannot be checked right now, so nothing was sent."
-            " Try again shortly.",
+            gettext(
+                "Your usage limits cannot be checked right now, so nothing was sent."
+                " Try again shortly."
+            ),
             retry_after=5,
         ) from error
     if refusal is None:

@@ -7,6 +7,8 @@ import math
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
+from django.utils.translation import gettext
+
 from .. import pricing
 from ..models import Reservation
 from ..pricing import usd
@@ -49,16 +51,23 @@ def refusal_for(
     def refuse(
         limit: str, retry_after: float | None, message: str, fits: int | None = None
     ) -> None:
+        # Messages are built of translated sentences (gettext, the active language), each whole.
         if fits is not None:
-            message += f" — it fits with max_tokens ≤ {fits:,}."
+            fits_text = gettext("— it fits with max_tokens ≤ %(fits)s.") % {"fits": f"{fits:,}"}
+            message += " " + fits_text
         elif message.endswith(";"):
             message = message[:-1] + "."
         if getattr(limits, limit) == 0:
-            retry_after, message = None, f"Sending is switched off for your account ({limit} is 0)."
+            retry_after = None
+            message = gettext("Sending is switched off for your account (%(limit)s is 0).") % {
+                "limit": limit
+            }
             fits = None
         elif retry_after is not None:
             retry_after = max(1, math.ceil(retry_after))
-            message += f" Try again in {_duration(retry_after)}."
+            message += " " + gettext("Try again in %(duration)s.") % {
+                "duration": _duration(retry_after)
+            }
         refusals.append(
             LimitExceeded(limit, retry_after=retry_after, message=message, fits_max_tokens=fits)
         )
@@ -74,11 +83,15 @@ def refusal_for(
         refuse(
             "requests_per_minute",
             _minute_frees_up(request.user_id, limit, now),
-            f"Rate limit reached: {limit} requests per minute.",
+            gettext("Rate limit reached: %(limit)s requests per minute.") % {"limit": limit},
         )
 
     if (limit := limits.requests_per_day) is not None and used["requests_per_day"] >= limit:
-        refuse("requests_per_day", to_day, f"Daily limit reached: {limit} requests per day.")
+        refuse(
+            "requests_per_day",
+            to_day,
+            gettext("Daily limit reached: %(limit)s requests per day.") % {"limit": limit},
+        )
 
     if (limit := limits.tokens_per_day) is not None:
         need, held = request.reserved_tokens, used["tokens_per_day"]
@@ -88,8 +101,11 @@ def refusal_for(
             refuse(
                 "tokens_per_day",
                 None,
-                f"This reply could use up to {reply:,} tokens, more than your daily limit of"
-                f" {limit:,} tokens allows;",
+                gettext(
+                    "This reply could use up to %(reply)s tokens, more than your daily limit of"
+                    " %(limit)s tokens allows;"
+                )
+                % {"reply": f"{reply:,}", "limit": f"{limit:,}"},
                 room,
             )
         elif held + need > limit:
@@ -98,8 +114,16 @@ def refusal_for(
             refuse(
                 "tokens_per_day",
                 min(running, to_day) if running_hold and running is not None else to_day,
-                f"Daily token limit reached: {held:,} of {limit:,} tokens used or reserved. This"
-                f" reply could use up to {reply:,} tokens; {left:,} remain today;",
+                gettext(
+                    "Daily token limit reached: %(held)s of %(limit)s tokens used or reserved."
+                    " This reply could use up to %(reply)s tokens; %(left)s remain today;"
+                )
+                % {
+                    "held": f"{held:,}",
+                    "limit": f"{limit:,}",
+                    "reply": f"{reply:,}",
+                    "left": f"{left:,}",
+                },
                 room,
             )
 
@@ -114,8 +138,11 @@ def refusal_for(
             refuse(
                 "spend_per_month",
                 None,
-                f"This reply could cost up to {usd(need_cost)}, more than your monthly budget"
-                f" of {usd(budget)} allows;",
+                gettext(
+                    "This reply could cost up to %(cost)s, more than your monthly budget"
+                    " of %(budget)s allows;"
+                )
+                % {"cost": usd(need_cost), "budget": usd(budget)},
                 _fits_spend(request, budget - held_cost, prompt_tokens),
             )
         elif not fits(held_cost):
@@ -123,7 +150,8 @@ def refusal_for(
             refuse(
                 "spend_per_month",
                 min(running, to_month) if running_hold and running is not None else to_month,
-                f"Monthly budget reached: {usd(held_cost)} of {usd(budget)} spent or reserved;",
+                gettext("Monthly budget reached: %(spent)s of %(budget)s spent or reserved;")
+                % {"spent": usd(held_cost), "budget": usd(budget)},
                 _fits_spend(request, budget - held_cost, prompt_tokens)
                 if need_cost is not None
                 else None,
@@ -133,7 +161,8 @@ def refusal_for(
         refuse(
             "concurrent_streams",
             running,
-            f"You have {used['concurrent_streams']} replies running; the limit is {limit}.",
+            gettext("You have %(running)s replies running; the limit is %(limit)s.")
+            % {"running": used["concurrent_streams"], "limit": limit},
         )
 
     if not refusals:
@@ -146,7 +175,9 @@ def refusal_for(
     else:
         smallest = min(f for f in fitting if f is not None)
         if smallest != chosen.fits_max_tokens:
-            chosen.message += f" With your other limits: max_tokens ≤ {smallest:,}."
+            chosen.message += " " + gettext("With your other limits: max_tokens ≤ %(fits)s.") % {
+                "fits": f"{smallest:,}"
+            }
         chosen.fits_max_tokens = smallest
         chosen.details["fits_max_tokens"] = smallest
     return chosen

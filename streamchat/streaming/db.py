@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 from django.db import DatabaseError, connections
+from django.utils import translation
 
 from ..conf import app_settings
 
@@ -56,7 +57,15 @@ class DatabaseThreads:
         self._ensure_threads()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((function, loop, future))
+        # In the caller's language (a request's, from LocaleMiddleware), as sync_to_async would
+        # carry it: a refusal made here speaks it. asgiref keeps it from other threads otherwise.
+        language = translation.get_language()
+
+        def call() -> T:
+            with translation.override(language):
+                return function()
+
+        self._jobs.put((call, loop, future))
         return future
 
     def start(self) -> None:
