@@ -38,14 +38,27 @@ def _section(path: Path, heading: str) -> str:
     return text[start : end.start() if end else len(text)]
 
 
-def _rows(section: str) -> list[list[str]]:
-    """The table rows of ``section`` as lists of cells (header and rule rows left out)."""
-    rows = []
+def _rows(section: str, first_header: str | None = None) -> list[list[str]]:
+    """The table rows of ``section`` as lists of cells (header and rule rows left out); with
+    ``first_header``, only those of the table whose first header cell it is."""
+    tables: list[list[list[str]]] = []
+    previous_was_row = False
     for line in section.splitlines():
-        if not line.startswith("|") or set(line) <= {"|", "-", " "}:
+        if not line.startswith("|"):
+            previous_was_row = False
             continue
-        rows.append([cell.strip() for cell in line.strip("|").split("|")])
-    return rows[1:]
+        if set(line) <= {"|", "-", " "}:
+            continue
+        if not previous_was_row:
+            tables.append([])
+        previous_was_row = True
+        tables[-1].append([cell.strip() for cell in line.strip("|").split("|")])
+    return [
+        row
+        for table in tables
+        if first_header is None or table[0][0] == first_header
+        for row in table[1:]
+    ]
 
 
 def _codes(cell: str) -> list[str]:
@@ -68,7 +81,7 @@ HTTP_ROWS = [
 ]
 OPENAI_ROWS = [
     (row[0], code)
-    for row in _rows(_section(DOCS / "http.md", "### `POST v1/chat/completions`"))
+    for row in _rows(_section(DOCS / "http.md", "### `POST v1/chat/completions`"), "status")
     for code in _codes(row[1])
 ]
 
