@@ -299,6 +299,9 @@ def _usage(frame: dict[str, Any]) -> dict[str, Any] | None:
     }
     if usage.get("cost") is not None:
         figures["cost"] = float(Decimal(usage["cost"]))  # USD, as OpenRouter reports it
+    if usage.get("estimated"):
+        # Upstream sent no usage: streamchat's estimate, which the ledger later replaces.
+        figures["estimated"] = True
     return figures
 
 
