@@ -201,6 +201,13 @@ class ChatModelListForm(forms.ModelForm):
         model = ChatModel
         fields = ["enabled"]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Admin's changelist gives an editable cell no <label>: name the checkbox after its row.
+        self.fields["enabled"].widget.attrs["aria-label"] = _("Enabled: %(model)s") % {
+            "model": self.instance
+        }
+
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         if self.instance.is_default and not data.get("enabled"):

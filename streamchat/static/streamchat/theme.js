@@ -31,7 +31,8 @@
     if (button) {
       button.textContent = LABELS[choice];
       button.title = "Theme: " + NAMES[choice] + ". Click to change.";
-      button.setAttribute("aria-label", "Theme: " + NAMES[choice] + " (change)");
+      // The name holds the visible word ("Light"), so speech input can say what it sees.
+      button.setAttribute("aria-label", "Theme: " + LABELS[choice].slice(2) + " (change)");
     }
   }
 
