@@ -46,7 +46,8 @@ def audit(
             });
             return found.violations.map(v => {
                 const where = exclude[v.id];
-                const nodes = v.nodes.filter(n => !(where && n.element && n.element.closest(where)));
+                const nodes = v.nodes.filter(
+                    n => !(where && n.element && n.element.closest(where)));
                 return {
                     id: v.id, impact: v.impact, help: v.help, count: nodes.length,
                     nodes: nodes.slice(0, 5).map(n => ({
