@@ -123,6 +123,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Chat attachments (images, PDFs) go to the default storage; streamchat serves them itself, to
+# their owner only, so MEDIA_ROOT is never published by the web server (no MEDIA_URL route).
+MEDIA_ROOT = BASE_DIR / "var" / "media"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGIN_URL = "login"

@@ -18,6 +18,16 @@ class StreamchatConfig(AppConfig):
 
         snapshots.connect_signals()
 
+        # An attachment's file goes with the last row naming it (a conversation's or a user's
+        # deletion cascades here, row by row).
+        from django.db.models.signals import post_delete
+
+        from .attachments import file_deleted
+
+        post_delete.connect(
+            file_deleted, sender="streamchat.Attachment", dispatch_uid="streamchat-attachment-file"
+        )
+
         # The API_KEY setting (OPENROUTER_API_KEY in the demo) becomes an encrypted ApiKey row
         # on the first migrate, when there is none yet.
         post_migrate.connect(seeding.seed_on_migrate, sender=self)

@@ -64,8 +64,86 @@ def chat_application(
         routes = [path(route, ChatConsumer.as_asgi(), name="streamchat-websocket")]
     return ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            "http": UploadLimit(django_asgi_app),
             "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(routes))),
             "lifespan": Lifespan(),
         }
     )
+
+
+class UploadLimit:
+    """ASGI middleware: the body of an attachment upload (``POST api/attachments/``) is refused
+    with 413 ``attachment_too_large`` as soon as it passes what the limits allow
+    (``attachments.body_limit()``): at once for a ``Content-Length`` above it, or at the chunk
+    that passes it for a body sent without one (chunked) — before Django's ASGI handler, which
+    spools a whole body before any view runs. Every other request passes untouched.
+
+    (A server that itself reads whole bodies before the app, such as Daphne, still receives
+    them: put a proxy limit in front, ``client_max_body_size`` in deploy/nginx.conf.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        if scope["type"] != "http" or scope.get("method") != "POST" or not _is_upload(scope):
+            return await self.app(scope, receive, send)
+        from .attachments import body_limit
+
+        limit = body_limit()
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            return await _refuse(send)
+        held: list[Any] = []
+        size = 0
+        while True:
+            message = await receive()
+            held.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > limit:
+                return await _refuse(send)
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Any:
+            return held.pop(0) if held else await receive()
+
+        return await self.app(scope, replay, send)
+
+
+def _is_upload(scope: Any) -> bool:
+    from django.urls import Resolver404, resolve
+
+    from .http.attachments import AttachmentUploadView
+
+    path = scope.get("path", "")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    try:
+        match = resolve(path)
+    except Resolver404:
+        return False
+    return getattr(match.func, "view_class", None) is AttachmentUploadView
+
+
+async def _refuse(send: Any) -> None:
+    import json
+
+    from .attachments import too_large
+
+    error = too_large()
+    body = json.dumps({"code": error.code, "message": error.message, "field": error.field})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body.encode())).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body.encode()})

@@ -5,8 +5,9 @@ What sync writes, and what it leaves alone:
 
 - It fills facts: prices (OpenRouter gives strings in USD per *token*; ChatModel stores USD per
   *million* tokens), context length, the longest reply the top provider allows
-  (``top_provider.max_completion_tokens``, which caps what a budget reserves for a reply), and the
-  display name while that is still blank.
+  (``top_provider.max_completion_tokens``, which caps what a budget reserves for a reply), what
+  the model reads (``architecture.input_modalities``: attachments go only to models that list
+  their kind), and the display name while that is still blank.
 - It never touches admin choices: enabled, default, display name once set, temperature, max tokens,
   system prompt, fallback models.
 - Models it has not seen before arrive disabled: nothing becomes usable by chat until an admin
@@ -40,6 +41,7 @@ SYNCED_FIELDS = (
     "completion_price",
     "context_length",
     "max_completion_tokens",
+    "input_modalities",
 )
 
 
@@ -100,7 +102,17 @@ def _facts(entry: dict[str, Any]) -> dict[str, Any]:
         "completion_price": per_million(pricing.get("completion")),
         "context_length": _count(context),
         "max_completion_tokens": _count(top_provider.get("max_completion_tokens")),
+        "input_modalities": _modalities(entry.get("architecture")),
     }
+
+
+def _modalities(architecture: Any) -> list[str]:
+    """``architecture.input_modalities`` (``["text", "image", "file"]``…): what attachments the
+    model reads; junk reads as nothing listed."""
+    listed = architecture.get("input_modalities") if isinstance(architecture, dict) else None
+    if not isinstance(listed, list):
+        return []
+    return sorted({m for m in listed if isinstance(m, str) and 0 < len(m) <= 32})
 
 
 def _count(value: Any) -> int | None:

@@ -104,6 +104,23 @@ DEFAULTS: dict[str, Any] = {
     "API_STORE_CONVERSATIONS": False,
     # Largest OpenAI-compatible API request body, in bytes (above it: 413).
     "API_MAX_REQUEST_BYTES": 1024 * 1024,
+    # --- Attachments: images and PDFs (docs/http.md) -------------------------------------------
+    # Where uploads are stored: None for Django's default storage, or an alias of STORAGES.
+    # Files are served only by streamchat's owner-only view: keep them out of a public MEDIA_URL.
+    "ATTACHMENT_STORAGE": None,
+    # Largest upload, in bytes (refused before the rest of the body is read).
+    "ATTACHMENT_MAX_BYTES": 10 * 1024 * 1024,
+    # Most attachments on one message, and in one upload request.
+    "ATTACHMENTS_PER_MESSAGE": 5,
+    # Types accepted, each recognised by its content (never by name or declared type); images
+    # are re-encoded without their metadata. SVG is never accepted (it may carry script).
+    "ATTACHMENT_TYPES": ["image/png", "image/jpeg", "image/webp", "image/gif", "application/pdf"],
+    # Longest PDF accepted, in pages.
+    "ATTACHMENT_MAX_PDF_PAGES": 100,
+    # OpenRouter's file-parser engine for PDFs: "native" sends them to models whose
+    # input_modalities list "file"; "cloudflare-ai", "mistral-ocr" (paid) or "pdf-text" make
+    # OpenRouter parse them to text, for any model.
+    "PDF_ENGINE": "native",
     # --- Python API (streamchat.api) -----------------------------------------------------------
     # The user the Python API acts as when a call passes no user= (limits, budgets and usage
     # rows are that user's); created on first use, inactive and without a usable password.

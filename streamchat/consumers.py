@@ -255,6 +255,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 frame.get("conversation"), "conversation", optional=True
             ),
             parent_id=engine.validate_id(frame.get("parent"), "parent", optional=True),
+            attachments=frame.get("attachments"),
         )
 
     async def on_regenerate(self, frame: dict[str, Any]) -> None:
@@ -268,6 +269,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             frame,
             message_id=engine.validate_id(frame.get("message"), "message"),
             content=frame.get("content"),
+            attachments=frame.get("attachments"),
         )
 
     async def _start_reply(self, start: Any, frame: dict[str, Any], **fields: Any) -> None:

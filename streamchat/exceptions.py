@@ -86,6 +86,7 @@ def not_found(what: str = "conversation") -> ChatError:
         "conversation": _("No such conversation."),
         "message": _("No such message."),
         "reply": _("No such reply."),
+        "attachment": _("No such attachment."),
     }
     return ChatError("not_found", messages.get(what) or _("Not found."))
 
@@ -135,6 +136,11 @@ CODES: dict[str, ErrorCode] = {
     "method_not_allowed": ErrorCode(405, _INVALID),
     "busy": ErrorCode(409, _INVALID),
     "message_too_large": ErrorCode(413, _INVALID),
+    # Attachments (docs/http.md): each refusal has its own code; nothing is stored for it.
+    "attachment_too_large": ErrorCode(413, _INVALID),
+    "attachment_type": ErrorCode(400, _INVALID),
+    "too_many_attachments": ErrorCode(400, _INVALID),
+    "model_cannot_read": ErrorCode(400, _INVALID),
     "rate_limited": ErrorCode(429, _RATE),
     "limits_unavailable": ErrorCode(503, _SERVER),
     "overloaded": ErrorCode(503, _SERVER),  # MAX_ACTIVE_REPLIES: try again after retry_after

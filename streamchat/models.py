@@ -136,6 +136,58 @@ class Message(models.Model):
         return self.status in self.FINAL_STATUSES
 
 
+class Attachment(models.Model):
+    """An image or PDF a user uploaded, sent upstream with the user message it belongs to.
+
+    The file is in Django's storage (``ATTACHMENT_STORAGE``) under a generated name; it is
+    checked by its content before it is stored (``streamchat.attachments``). ``message`` is null
+    until the message is sent. An edit that keeps a message's attachments gets rows of its own
+    sharing the same file; the file is deleted with the last row naming it (with the
+    conversation, or the user).
+    """
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="streamchat_attachments",
+        verbose_name=_("owner"),
+    )
+    message = models.ForeignKey(
+        Message,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="attachments",
+        verbose_name=_("message"),
+        help_text=_("Empty until the message is sent."),
+    )
+    storage_name = models.CharField(_("storage name"), max_length=200, editable=False)
+    filename = models.CharField(_("file name"), max_length=200, blank=True)
+    content_type = models.CharField(_("content type"), max_length=50)
+    size = models.PositiveIntegerField(_("size (bytes)"))
+    sha256 = models.CharField(_("SHA-256"), max_length=64)
+    width = models.PositiveIntegerField(_("width"), null=True, blank=True)
+    height = models.PositiveIntegerField(_("height"), null=True, blank=True)
+    pages = models.PositiveIntegerField(_("pages"), null=True, blank=True)
+    created = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = _("attachment")
+        verbose_name_plural = _("attachments")
+        ordering = ["created", "id"]
+        indexes = [
+            models.Index(fields=["owner", "message"], name="streamchat_attach_owner"),
+            models.Index(fields=["storage_name"], name="streamchat_attach_file"),
+        ]
+
+    def __str__(self) -> str:
+        return self.filename or f"Attachment {self.pk}"
+
+    @property
+    def is_image(self) -> bool:
+        return self.content_type.startswith("image/")
+
+
 class ApiKey(models.Model):
     label = models.CharField(_("label"), max_length=100)
     # Fernet ciphertext (see streamchat.crypto); the plain secret is never stored.
@@ -230,6 +282,15 @@ class ChatModel(models.Model):
         help_text=_(
             "The longest reply the model's provider allows (OpenRouter's "
             "top_provider.max_completion_tokens). Budgets reserve at most this much for a reply."
+        ),
+    )
+    input_modalities = models.JSONField(
+        _("input modalities"),
+        default=list,
+        blank=True,
+        help_text=_(
+            'What the model reads (OpenRouter\'s architecture.input_modalities, e.g. ["text", '
+            '"image", "file"]). Attachments go only to models that list their kind.'
         ),
     )
     created = models.DateTimeField(_("created"), default=timezone.now, editable=False)

@@ -8,7 +8,7 @@ from django.urls import URLPattern, URLResolver, path
 from django.views.i18n import JavaScriptCatalog
 
 from . import views
-from .http import openai_compat, sse, tokens
+from .http import attachments, openai_compat, sse, tokens
 
 app_name = "streamchat"
 
@@ -32,6 +32,16 @@ urlpatterns: list[URLPattern | URLResolver] = [
         name="api-conversation-export",
     ),
     path("api/models/", views.ModelListView.as_view(), name="api-models"),
+    path(
+        "api/attachments/",
+        attachments.AttachmentUploadView.as_view(),
+        name="api-attachments",
+    ),
+    path(
+        "api/attachments/<int:pk>/",
+        attachments.AttachmentView.as_view(),
+        name="api-attachment",
+    ),
     # gettext() for the page's scripts: streamchat's djangojs catalog in the request's language.
     path("jsi18n/", JavaScriptCatalog.as_view(packages=["streamchat"]), name="jsi18n"),
     # Server-Sent Events

@@ -41,3 +41,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
 else:
     DATABASES["default"]["TEST"] = {"NAME": f"test_streamchat_{os.getpid()}"}  # noqa: F405
 (BASE_DIR / "var").mkdir(exist_ok=True)  # noqa: F405
+
+# Attachments: one storage folder per test run, shared with the live servers it starts (they
+# inherit the environment); tests look into it to see that nothing was stored.
+MEDIA_ROOT = os.environ.setdefault(
+    "STREAMCHAT_TEST_MEDIA_ROOT",
+    str(BASE_DIR / "var" / f"test-media-{os.getpid()}"),  # noqa: F405
+)

@@ -14,7 +14,7 @@ from channels.testing import WebsocketCommunicator
 from django.core.handlers.asgi import ASGIHandler
 from django.test import Client
 
-from streamchat.asgi import chat_application
+from streamchat.asgi import UploadLimit, chat_application
 from streamchat.streaming.shutdown import Lifespan
 from tests.conftest import HOST, ORIGIN
 
@@ -31,14 +31,16 @@ async def socket_headers(user: Any, origin: tuple[bytes, bytes] = ORIGIN) -> lis
 
 def test_routes_http_to_the_host_app_and_lifespan_to_the_engine() -> None:
     application = chat_application(host_app)
-    assert application.application_mapping["http"] is host_app
+    # Untouched but for the attachment upload's body limit (UploadLimit passes the rest on).
+    assert isinstance(application.application_mapping["http"], UploadLimit)
+    assert application.application_mapping["http"].app is host_app
     assert isinstance(application.application_mapping["lifespan"], Lifespan)
     assert set(application.application_mapping) == {"http", "websocket", "lifespan"}
 
 
 def test_without_an_app_it_makes_django_s_own() -> None:
     application = chat_application()
-    assert isinstance(application.application_mapping["http"], ASGIHandler)
+    assert isinstance(application.application_mapping["http"].app, ASGIHandler)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -36,7 +36,7 @@ class ChatModelAdmin(admin.ModelAdmin):
     list_filter = ["enabled", "is_default"]
     search_fields = ["model_id", "display_name"]
     actions = ["enable", "disable", "make_default", "sync_selected"]
-    readonly_fields = ["created", "updated", "last_synced"]
+    readonly_fields = ["created", "updated", "last_synced", "input_modalities"]
     fieldsets = [
         (None, {"fields": ["model_id", "display_name", "enabled", "is_default"]}),
         (
@@ -51,6 +51,7 @@ class ChatModelAdmin(admin.ModelAdmin):
                     "completion_price",
                     "context_length",
                     "max_completion_tokens",
+                    "input_modalities",
                     "last_synced",
                 ],
                 "description": _(

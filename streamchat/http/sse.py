@@ -173,6 +173,7 @@ def _entry_point(
                 frame.get("conversation"), "conversation", optional=True
             ),
             "parent_id": engine.validate_id(frame.get("parent"), "parent", optional=True),
+            "attachments": frame.get("attachments"),
         }
     if kind == "regenerate":
         return engine.aregenerate, {"reply_id": engine.validate_id(frame.get("reply"), "reply")}
@@ -180,6 +181,7 @@ def _entry_point(
         return engine.aedit, {
             "message_id": engine.validate_id(frame.get("message"), "message"),
             "content": frame.get("content"),
+            "attachments": frame.get("attachments"),
         }
     raise ChatError("invalid", "type must be send, regenerate or edit.", field="type")
 

@@ -53,6 +53,26 @@ _MODELS: dict[str, tuple[str, str, str, str, int, bool]] = {
     ),
     "simulator/long": ("Simulator: long reply", "Simulator", "0.000001", "0.000002", 32_000, False),
     "simulator/xss": ("Simulator: HTML and script payloads", "Simulator", "0", "0", 32_000, False),
+    "simulator/vision": (
+        "Simulator: reads images",
+        "Simulator",
+        "0.000001",
+        "0.000002",
+        32_000,
+        False,
+    ),
+}
+
+# architecture.input_modalities, as OpenRouter lists them for the real models: some read text
+# only, some images too, some images and files (PDFs). Scenario ids not listed read text only,
+# but simulator/echo reads everything (tests send it attachments).
+_EVERYTHING = ["text", "image", "file"]
+_INPUT_MODALITIES: dict[str, list[str]] = {
+    "openai/gpt-4o-mini": _EVERYTHING,
+    "openai/gpt-4o": _EVERYTHING,
+    "anthropic/claude-3.5-sonnet": _EVERYTHING,
+    "simulator/echo": _EVERYTHING,
+    "simulator/vision": ["text", "image"],
 }
 
 SIMULATOR_PRICE = ("0.000001", "0.000002")  # any other simulator/... scenario
@@ -70,6 +90,7 @@ _MAX_COMPLETION: dict[str, int | None] = {
     "simulator/reasoning": 8_192,
     "simulator/long": 16_384,
     "simulator/xss": 4_096,
+    "simulator/vision": 4_096,
 }
 
 
@@ -87,6 +108,10 @@ def prices(model: str) -> tuple[Decimal, Decimal]:
 def provider(model: str) -> str:
     entry = _MODELS.get(model)
     return entry[1] if entry else "Simulator"
+
+
+def input_modalities(model: str) -> list[str]:
+    return list(_INPUT_MODALITIES.get(model, ["text"]))
 
 
 def is_reasoning(model: str) -> bool:
@@ -111,8 +136,8 @@ def model_list(created: int = 1_700_000_000) -> list[dict[str, Any]]:
                 "description": f"{name}, served by the local OpenRouter simulator.",
                 "context_length": context,
                 "architecture": {
-                    "modality": "text->text",
-                    "input_modalities": ["text"],
+                    "modality": "+".join(input_modalities(model_id)) + "->text",
+                    "input_modalities": input_modalities(model_id),
                     "output_modalities": ["text"],
                     "tokenizer": "Other",
                     "instruct_type": None,

@@ -23,7 +23,17 @@ PRE_STREAM = {
 # Scenarios that stream and then misbehave.
 IN_STREAM = {"error-mid", "drop", "cut", "stall", "slow-first"}
 # Scenarios that reply normally with a particular text.
-REPLIES = {"default", "echo", "reasoning", "long", "xss", "error-body", "inspect", "tools"}
+REPLIES = {
+    "default",
+    "echo",
+    "reasoning",
+    "long",
+    "xss",
+    "error-body",
+    "inspect",
+    "tools",
+    "vision",  # reads images, not files: the default reply (after what it sees)
+}
 
 NAMES = PRE_STREAM | IN_STREAM | REPLIES
 

@@ -27,8 +27,10 @@ from .replies import (
     REASONING,
     XSS_REPLY,
     count_prompt_tokens,
+    describe_media,
     last_user_text,
     long_reply,
+    media_parts,
     tokenize,
 )
 from .scenarios import IN_STREAM, PRE_STREAM, Scenario, parse
@@ -246,6 +248,11 @@ def pre_stream_failure(
     state: SimulatorState, scenario: Scenario, model_id: str, body: dict
 ) -> web.Response | None:
     """The HTTP error a scenario answers before streaming, or None to go on."""
+    if "image" not in catalog.input_modalities(scenario.model) and any(
+        part.get("type") == "image_url" for part in media_parts(body.get("messages") or [])
+    ):
+        # OpenRouter's answer when no provider of the model reads images.
+        return error_response(404, "No endpoints found that support image input")
     if scenario.name not in PRE_STREAM:
         return None
     times = scenario.int("times", 0)  # 0: every time
@@ -348,6 +355,9 @@ def reply_for(
         text = XSS_REPLY
     else:
         text = parameters.seeded(DEFAULT_REPLY, body.get("seed"))
+    described = describe_media(messages)
+    if described is not None:  # what it was shown comes first, so tests see it was sent
+        text = f"{described}\n\n{text}"
     text = parameters.json_mode(text, body.get("response_format"))
     return parameters.cut_at_stop(text, body.get("stop")), reasoning
 

@@ -16,9 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import DatabaseError
 
+from .. import attachments
 from ..conf import app_settings
 from ..exceptions import ChatError, other_workers_unreachable, unavailable
 from ..keys import KeyChoice
@@ -68,11 +70,12 @@ def validate_client_id(value: Any) -> str:
     return value
 
 
-def validate_content(value: Any) -> str:
+def validate_content(value: Any, *, may_be_empty: bool = False) -> str:
+    """``may_be_empty``: a message with attachments needs no text."""
     if not isinstance(value, str):
         raise ChatError("invalid", "content must be a string.", field="content")
     content = clean_text(value)
-    if not content.strip():
+    if not content.strip() and not may_be_empty:
         raise ChatError("invalid", "The message is empty.", field="content")
     if len(content) > app_settings.MAX_MESSAGE_CHARS:
         raise ChatError(
@@ -101,6 +104,20 @@ def validate_options(temperature: Any = None, max_tokens: Any = None) -> Options
     return Options(float(temperature) if temperature is not None else None, max_tokens)
 
 
+def validate_attachments(value: Any) -> tuple[int, ...] | None:
+    """A frame's ``attachments``: a list of ids, at most ``ATTACHMENTS_PER_MESSAGE`` (None: not
+    given). Whose they are is checked in the plan's trip."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or any(
+        isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value
+    ):
+        raise ChatError("invalid", "attachments must be a list of ids.", field="attachments")
+    if len(set(value)) > app_settings.ATTACHMENTS_PER_MESSAGE:
+        raise attachments.too_many()
+    return tuple(dict.fromkeys(value))
+
+
 def validate_id(value: Any, field: str, *, optional: bool = False) -> int | None:
     if value is None and optional:
         return None
@@ -116,6 +133,7 @@ async def asend(
     content: str,
     conversation_id: int | None = None,
     parent_id: int | None = None,
+    attachments: Any = None,
     model: str | None = None,
     options: Options = DEFAULT_OPTIONS,
     source: str = Usage.Source.WEBSOCKET,
@@ -124,12 +142,14 @@ async def asend(
 ) -> Accepted:
     """Store a user message and start its reply (``follower`` sees it from the first delta).
 
+    ``attachments``: ids of the user's unsent uploads, sent with the message.
     ``session_valid`` (run in the same database trip) lets a front end re-check its session."""
     client_id = validate_client_id(client_id)
-    content = validate_content(content)
+    files = validate_attachments(attachments) or ()
+    content = validate_content(content, may_be_empty=bool(files))
     return await _start(
         user,
-        Send(content, conversation_id, parent_id),
+        Send(content, conversation_id, parent_id, files),
         client_id=client_id,
         model=model,
         options=options,
@@ -170,18 +190,23 @@ async def aedit(
     message_id: int,
     content: str,
     client_id: str,
+    attachments: Any = None,
     model: str | None = None,
     options: Options = DEFAULT_OPTIONS,
     source: str = Usage.Source.WEBSOCKET,
     follower: Follower | None = None,
     session_valid: Callable[[], bool] | None = None,
 ) -> Accepted:
-    """A new version of user message ``message_id`` (a sibling) and a reply to it."""
+    """A new version of user message ``message_id`` (a sibling) and a reply to it.
+
+    ``attachments``: None keeps the edited message's; a list names them (unsent uploads, or the
+    edited message's own)."""
     client_id = validate_client_id(client_id)
-    content = validate_content(content)
+    files = validate_attachments(attachments)
+    content = validate_content(content, may_be_empty=bool(files))
     return await _start(
         user,
-        Edit(message_id, content),
+        Edit(message_id, content, files),
         client_id=client_id,
         model=model,
         options=options,
@@ -211,14 +236,19 @@ async def acomplete_messages(
     sees it from the first delta. ``keys`` replaces the site's keys for this reply (the Python
     API's ``api_key=``); the limits and the ledger still apply.
     """
-    turns = completions.validate_messages(messages)
+    if completions.has_media(messages):
+        # Decoding and checking images and PDFs (Pillow, pypdf) blocks: not on the event loop.
+        checked = await sync_to_async(completions.validate_turns, thread_sensitive=False)(messages)
+    else:
+        checked = completions.validate_turns(messages)
+    turns = checked.turns
     if model is not None and (not isinstance(model, str) or not model.strip()):
         raise ChatError("invalid", "model must be a model id.", field="model")
     if keep is None:
         keep = bool(app_settings.API_STORE_CONVERSATIONS)
     accepted = await _start(
         user,
-        Exchange(turns, keep),
+        Exchange(turns, keep, checked.media_tokens),
         client_id="",
         model=model,
         options=options,

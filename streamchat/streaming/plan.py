@@ -16,15 +16,15 @@ from typing import Any
 
 from django.db import IntegrityError
 
-from .. import limits, snapshots
+from .. import attachments, limits, snapshots
 from ..conf import DEFAULTS, app_settings
-from ..exceptions import ChatError
+from ..exceptions import ChatError, not_found
 from ..keys import KeyChoice
 from ..limits.resolution import effective_limits_from
-from ..models import Message, Reservation
+from ..models import Attachment, Message, Reservation
 from ..openrouter.client import ChatRequest
 from . import completions, store
-from .context import build_messages, estimate_prompt_tokens
+from .context import Context, build_context, estimate_prompt_tokens
 from .events import Started
 from .store import ModelChoice, NewReply, StoredReply, UnstoredExchange
 
@@ -53,6 +53,7 @@ class Send:
     content: str
     conversation_id: int | None = None
     parent_id: int | None = None
+    attachments: tuple[int, ...] = ()  # the user's unsent attachments (ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,9 @@ class Regenerate:
 class Edit:
     message_id: int
     content: str
+    # None: keep the edited message's attachments; else these ids (unsent ones, or the edited
+    # message's own).
+    attachments: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,7 @@ class Exchange:
 
     turns: list[dict[str, Any]]
     keep: bool = False
+    media_tokens: int = 0  # the estimate of its image and file parts
 
 
 Ask = Send | Regenerate | Edit | Exchange
@@ -90,6 +95,9 @@ class Plan:
     reservation: Reservation | None
     record: StoredReply | UnstoredExchange
     started: Started | None  # None: an API exchange that is not stored
+    # The prompt's estimate (text and attachments): reserved by the limits, and recorded when
+    # OpenRouter reports no usage.
+    prompt_tokens: int = 0
 
 
 def make_plan(
@@ -117,8 +125,9 @@ def make_plan(
         else list(choice.fallback_models)
     )
     # Validate and build the context before admitting: a bad id must not use up a request.
-    messages, create = _prepare(user.pk, ask, choice, options, client_id)
-    prompt_tokens = estimate_prompt_tokens(messages)
+    context, create = _prepare(user.pk, ask, choice, options, client_id)
+    messages = context.messages
+    prompt_tokens = estimate_prompt_tokens(messages) + context.media_tokens
     max_tokens = reply_token_cap(options, choice)
     keys = snapshots.usable_keys.get()
     try:
@@ -157,7 +166,11 @@ def make_plan(
         fallback_models=fallback_models,
         temperature=temperature,
         max_tokens=max_tokens,
-        extra_body=dict(options.extra),
+        extra_body=(
+            {**options.extra, "plugins": attachments.plugins()}
+            if context.has_pdf
+            else dict(options.extra)
+        ),
         label=record.label,
     )
     return Plan(
@@ -170,6 +183,7 @@ def make_plan(
         reservation=reservation,
         record=record,
         started=_started(rows, client_id, choice.model_id) if rows is not None else None,
+        prompt_tokens=prompt_tokens,
     )
 
 
@@ -232,7 +246,7 @@ def _started(rows: NewReply, client_id: str, model: str) -> Started:
 
 def _prepare(
     user_id: Any, ask: Ask, choice: ModelChoice, options: Options, client_id: str
-) -> tuple[list[dict[str, Any]], Callable[[Reservation], NewReply | None]]:
+) -> tuple[Context, Callable[[Reservation], NewReply | None]]:
     """The messages sent upstream, and the function that stores the rows (in admission's
     transaction, linking the reservation to the reply)."""
     messages, store_rows = _prepare_rows(user_id, ask, choice, options, client_id)
@@ -248,7 +262,7 @@ def _prepare(
 
 def _prepare_rows(
     user_id: Any, ask: Ask, choice: ModelChoice, options: Options, client_id: str
-) -> tuple[list[dict[str, Any]], Callable[[], NewReply | None]]:
+) -> tuple[Context, Callable[[], NewReply | None]]:
     cap = reply_token_cap(options, choice)
     if isinstance(ask, Send):
         branch: list[Message] = []
@@ -267,41 +281,103 @@ def _prepare_rows(
         elif parent_id is not None:
             raise ChatError("invalid", "parent needs its conversation.", field="parent")
         question = _question(ask.content)
-        return build_messages([*branch, question], choice, cap), lambda: store.create_reply_rows(
+        own = _unsent(user_id, ask.attachments, choice)
+        files = {**_attachments_of(branch), None: own}
+        context = build_context([*branch, question], choice, cap, files)
+        return context, lambda: store.create_reply_rows(
             user_id=user_id,
             model_id=choice.model_id,
             client_id=client_id,
             conversation_id=conversation_id,
             content=ask.content,
             parent_id=parent_id,
+            attachment_ids=[a.pk for a in own],
         )
     if isinstance(ask, Regenerate):
         reply = store.owned_message(user_id, ask.reply_id, role=Message.Role.ASSISTANT)
         answered = reply.parent
         if answered is None:
             raise ChatError("not_found", "No such message.")
-        return build_messages(
-            store.path_to(answered), choice, cap
-        ), lambda: store.create_reply_rows(
+        branch = store.path_to(answered)
+        files = _attachments_of(branch)
+        _check_readable(files.get(answered.pk, ()), choice)  # the question's own files
+        return build_context(branch, choice, cap, files), lambda: store.create_reply_rows(
             user_id=user_id, model_id=choice.model_id, client_id=client_id, question_id=answered.pk
         )
     if isinstance(ask, Edit):
         original = store.owned_message(user_id, ask.message_id, role=Message.Role.USER)
         branch = store.path_to(original.parent) if original.parent is not None else []
         question = _question(ask.content)
-        return build_messages([*branch, question], choice, cap), lambda: store.create_reply_rows(
+        claimed, copies = _edited_attachments(user_id, original, ask.attachments, choice)
+        files = {**_attachments_of(branch), None: [*claimed, *copies]}
+        context = build_context([*branch, question], choice, cap, files)
+        return context, lambda: store.create_reply_rows(
             user_id=user_id,
             model_id=choice.model_id,
             client_id=client_id,
             conversation_id=original.conversation_id,
             content=ask.content,
             parent_id=original.parent_id,
+            attachment_ids=[a.pk for a in claimed],
+            attachment_copies=copies,
         )
+    completions.check_readable(ask.turns, choice)
     messages = completions.upstream_messages(ask.turns, choice)
+    context = Context(messages, ask.media_tokens, completions.has_file_parts(ask.turns))
     if not ask.keep:
-        return messages, lambda: None
+        return context, lambda: None
     stored = completions.stored_turns(ask.turns)
-    return messages, lambda: store.create_exchange_rows(user_id, choice.model_id, stored)
+    return context, lambda: store.create_exchange_rows(user_id, choice.model_id, stored)
+
+
+def _attachments_of(branch: list[Message]) -> dict[int | None, list[Attachment]]:
+    """The attachments of the branch's user messages, by message id (one query)."""
+    asked = [m.pk for m in branch if m.role == Message.Role.USER and m.pk is not None]
+    found: dict[int | None, list[Attachment]] = {}
+    if asked:
+        for row in Attachment.objects.filter(message_id__in=asked).order_by("id"):
+            found.setdefault(row.message_id, []).append(row)
+    return found
+
+
+def _owned_attachments(user_id: Any, ids: tuple[int, ...]) -> list[Attachment]:
+    """The user's attachments ``ids`` in their order; another user's id is ``not_found``, as a
+    missing one."""
+    rows = {a.pk: a for a in Attachment.objects.filter(owner_id=user_id, pk__in=ids)}
+    if len(rows) != len(set(ids)):
+        raise not_found("attachment")
+    return [rows[pk] for pk in dict.fromkeys(ids)]
+
+
+def _unsent(user_id: Any, ids: tuple[int, ...], choice: ModelChoice) -> list[Attachment]:
+    if not ids:
+        return []
+    rows = _owned_attachments(user_id, ids)
+    if any(row.message_id is not None for row in rows):
+        raise not_found("attachment")  # sent with another message: not this one's to take
+    _check_readable(rows, choice)
+    return rows
+
+
+def _edited_attachments(
+    user_id: Any, original: Message, ids: tuple[int, ...] | None, choice: ModelChoice
+) -> tuple[list[Attachment], list[Attachment]]:
+    """An edit's attachments: (unsent ones it takes, the edited message's ones it keeps)."""
+    if ids is None:
+        kept = list(Attachment.objects.filter(message=original).order_by("id"))
+        _check_readable(kept, choice)
+        return [], kept
+    rows = _owned_attachments(user_id, ids)
+    if any(row.message_id not in (None, original.pk) for row in rows):
+        raise not_found("attachment")
+    _check_readable(rows, choice)
+    return [r for r in rows if r.message_id is None], [r for r in rows if r.message_id]
+
+
+def _check_readable(rows: Any, choice: ModelChoice) -> None:
+    for row in rows:
+        if not attachments.readable_by(row.content_type, choice.input_modalities):
+            raise attachments.cannot_read(row.content_type, choice.model_id)
 
 
 def _question(content: str) -> Message:

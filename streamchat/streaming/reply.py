@@ -42,7 +42,6 @@ from ..openrouter.events import (
     assemble_tool_calls,
 )
 from . import db, frames, layer, store
-from .context import estimate_prompt_tokens
 from .events import Finished, Follower, UsageFigures, error_from
 from .hub import Hub, conversation_group, reply_group
 
@@ -521,7 +520,7 @@ class ReplyRun:
             )
         else:
             # No usage chunk (stopped, failed): estimate, and ask /generation later.
-            prompt = estimate_prompt_tokens(self.request.messages) if self.stream else 0
+            prompt = self.plan.prompt_tokens if self.stream else 0  # attachments included
             completion = store.estimate_tokens(content) + store.estimate_tokens(
                 "".join(self.reasoning)
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -23,12 +24,23 @@ from .. import limits, pricing, signals, snapshots
 from ..conf import app_settings
 from ..exceptions import ChatError, not_found
 from ..keys import KeyChoice, record_key_used
-from ..models import Conversation, Message, Reservation, Usage
+from ..models import Attachment, Conversation, Message, Reservation, Usage
 from .events import UsageFigures
 
 logger = logging.getLogger("streamchat.streaming")
 
 TITLE_CHARS = 60
+# What an edit's copy of an attachment shares with the original (the file among them).
+ATTACHMENT_COPIED_FIELDS = (
+    "storage_name",
+    "filename",
+    "content_type",
+    "size",
+    "sha256",
+    "width",
+    "height",
+    "pages",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +54,7 @@ class ModelChoice:
     fallback_models: tuple[str, ...] = ()
     context_length: int | None = None
     max_completion_tokens: int | None = None  # the provider's cap on a reply (/models)
+    input_modalities: tuple[str, ...] = ()  # what it reads (/models); none listed: text only
     prompt_price: Decimal | None = None
     completion_price: Decimal | None = None
 
@@ -87,6 +100,7 @@ def choose_model(requested: str | None) -> ModelChoice:
         fallback_models=tuple(m for m in row.fallback_models or () if isinstance(m, str)),
         context_length=row.context_length,
         max_completion_tokens=row.max_completion_tokens,
+        input_modalities=tuple(m for m in row.input_modalities or () if isinstance(m, str)),
         prompt_price=row.prompt_price,
         completion_price=row.completion_price,
     )
@@ -165,8 +179,14 @@ def create_reply_rows(
     content: str | None = None,
     parent_id: int | None = None,
     question_id: int | None = None,
+    attachment_ids: Sequence[int] = (),
+    attachment_copies: Sequence[Attachment] = (),
 ) -> NewReply:
     """Store the user's message (unless regenerating ``question_id``) and a streaming reply row.
+
+    ``attachment_ids``: the user's unsent attachments, now the message's (one that another send
+    took meanwhile is ``not_found``, and nothing is stored); ``attachment_copies``: attachments
+    of an edited message it keeps (new rows sharing their files).
 
     One transaction: the conversation row is locked so two sends cannot both start a reply in it
     (``busy``), and the unique client id makes a repeated delivery fail (IntegrityError) instead
@@ -210,6 +230,21 @@ def create_reply_rows(
             )
         else:
             question = Message.objects.get(pk=question_id)
+        if attachment_ids:
+            claimed = Attachment.objects.filter(
+                pk__in=attachment_ids, owner_id=user_id, message__isnull=True
+            ).update(message=question)
+            if claimed != len(attachment_ids):
+                raise not_found("attachment")
+        if attachment_copies:
+            Attachment.objects.bulk_create(
+                Attachment(
+                    owner_id=user_id,
+                    message=question,
+                    **{f: getattr(row, f) for f in ATTACHMENT_COPIED_FIELDS},
+                )
+                for row in attachment_copies
+            )
         reply = _streaming_reply_row(
             conversation,
             question,
