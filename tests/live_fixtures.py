@@ -133,7 +133,7 @@ def _require_static_files(base_url: str) -> None:
     """Pages are useless without their CSS and JS: say so plainly rather than time out later."""
     from django.templatetags.static import static
 
-    url = base_url + static("streamchat/chat.js")
+    url = base_url + static("streamchat/chat/main.js")
     try:
         with urlopen(url, timeout=5) as response:
             if response.status == 200:

@@ -144,23 +144,25 @@ def test_a_refusal_names_a_sub_cent_budget_truly(user_factory):
 
 # -- The chat page prints costs with the same rule ----------------------------------------------
 
-CHAT_JS = Path(__file__).resolve().parent.parent / "streamchat/static/streamchat/chat.js"
+TEXT_JS = Path(__file__).resolve().parent.parent / "streamchat/static/streamchat/chat/text.js"
 
 
 @pytest.mark.browser
 def test_the_chat_pages_format_cost_follows_pricing_usd():
     from tests.services import chromium
 
-    source = CHAT_JS.read_text()
-    start = source.index("  function formatCost(cost) {")
-    end = source.index("\n  }\n", start) + len("\n  }\n")
+    source = TEXT_JS.read_text()
+    start = source.index("export function formatCost(cost) {") + len("export ")
+    end = source.index("\n}\n", start) + len("\n}\n")
+    # The function alone, outside its module, with English for gettext().
+    function = "const gettext = (text) => text; " + source[start:end]
     amounts = ["0", "0.0003", "0.5", "25", "1234.5678", "0.0000000001", "0.0017000000", "0E-10"]
     with chromium() as browser:
         page = browser.new_page()
         shown = page.evaluate(
-            f"(amounts) => {{ {source[start:end]}; return amounts.map(formatCost); }}", amounts
+            f"(amounts) => {{ {function}; return amounts.map(formatCost); }}", amounts
         )
-        assert page.evaluate(f"() => {{ {source[start:end]}; return formatCost(null); }}") == (
+        assert page.evaluate(f"() => {{ {function}; return formatCost(null); }}") == (
             "cost unknown"
         )
     assert shown == [usd(Decimal(amount)) for amount in amounts]
