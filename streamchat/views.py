@@ -34,8 +34,9 @@ from django.views.generic import TemplateView
 from . import export
 from .catalog import enabled_models
 from .conf import app_settings
+from .http.attachments import attachment_json
 from .http.responses import JsonView, json_error
-from .models import Conversation, Message, Usage
+from .models import Attachment, Conversation, Message, Usage
 from .text import clean_text
 from .upstream import is_simulator
 
@@ -92,7 +93,8 @@ def conversation_tree(conversation: Conversation) -> dict[str, Any]:
     """
     messages = list(
         conversation.messages.order_by("created", "id").prefetch_related(
-            Prefetch("usage", queryset=Usage.objects.order_by("id"))
+            Prefetch("usage", queryset=Usage.objects.order_by("id")),
+            Prefetch("attachments", queryset=Attachment.objects.order_by("id")),
         )
     )
     children: dict[int | None, list[int]] = defaultdict(list)
@@ -119,6 +121,8 @@ def conversation_tree(conversation: Conversation) -> dict[str, Any]:
                 "finish_reason": message.finish_reason,
                 "error": error,
                 "usage": _usage_totals(list(message.usage.all())),
+                # Images and PDFs sent with a user message (served by api/attachments/<id>/).
+                "attachments": [attachment_json(a) for a in message.attachments.all()],
                 "created": message.created.isoformat(),
                 "completed": message.completed.isoformat() if message.completed else None,
                 "children": children.get(message.pk, []),

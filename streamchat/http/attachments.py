@@ -22,7 +22,9 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonRespons
 from django.http.multipartparser import MultiPartParserError
 from django.urls import reverse
 from django.utils.http import content_disposition_header
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt
 
 from .. import attachments
 from ..exceptions import ChatError, not_found
@@ -46,6 +48,7 @@ def attachment_json(attachment: Attachment) -> dict[str, Any]:
     }
 
 
+@method_decorator(csrf_exempt, name="dispatch")  # JsonView checks it, after the limits here
 class AttachmentUploadView(JsonView):
     """POST multipart ``file`` fields (1 to ``ATTACHMENTS_PER_MESSAGE``): ``201`` with
     ``{"attachments": [...]}`` (unsent: reference their ids in the next send)."""
