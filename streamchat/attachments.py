@@ -51,8 +51,12 @@ _PILLOW_FORMAT = {
     "image/webp": "WEBP",
     "image/gif": "GIF",
 }
-_STORED_AS = {"image/png": "image/png", "image/jpeg": "image/jpeg", "image/webp": "image/webp",
-              "image/gif": "image/png"}  # fmt: skip
+_STORED_AS = {
+    "image/png": "image/png",
+    "image/jpeg": "image/jpeg",
+    "image/webp": "image/webp",
+    "image/gif": "image/png",
+}
 _EXTENSION = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", PDF: "pdf"}
 # A decompression bomb guard below Pillow's own (89 M pixels warns, twice that fails).
 MAX_PIXELS = 40_000_000
@@ -394,7 +398,7 @@ def cannot_read(content_type: str, model_id: str, where: str = "attachments") ->
             "%(model)s does not read %(what)s: pick a model that does, or send the message without "
             "them."
         )
-        % {"model": model_id, "what": what},  # fmt: skip
+        % {"model": model_id, "what": what},
         field=where,
     )
 

@@ -79,7 +79,7 @@ def upload(client: Client, *files: tuple[str, bytes], **extra: Any) -> Any:
 
 
 def synced_models(*enabled: str) -> None:
-    """"Sync from OpenRouter" against the simulator, then enable ``enabled`` (the first is the
+    """ "Sync from OpenRouter" against the simulator, then enable ``enabled`` (the first is the
     default): their input modalities come from its /models."""
     catalog.fetch_and_sync()
     for index, model_id in enumerate(enabled):
@@ -121,7 +121,9 @@ def test_an_upload_is_checked_stored_and_served_to_its_owner_only(user, user_fac
     theirs = other.get(image["url"])
     missing = other.get(reverse("streamchat:api-attachment", args=[10**9]))
     assert theirs.status_code == missing.status_code == 404
-    assert theirs.json() == missing.json() == {"code": "not_found", "message": "No such attachment."}
+    assert (
+        theirs.json() == missing.json() == {"code": "not_found", "message": "No such attachment."}
+    )
     assert other.delete(image["url"], **other.csrf).status_code == 404
     # The owner removes an unsent one (the page's remove button): row and file go.
     assert client.delete(image["url"], **client.csrf).status_code == 204
@@ -156,13 +158,17 @@ def test_uploads_need_a_session_and_a_csrf_token(user):
 @pytest.mark.parametrize(
     ("name", "content", "code"),
     [
-        ("evil.svg", b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"></svg>', "attachment_type"),
+        (
+            "evil.svg",
+            b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"></svg>',
+            "attachment_type",
+        ),
         ("image.png", b"<!doctype html><script>window.__pwned=1</script>", "attachment_type"),
         ("cut.png", png()[:60], "attachment_type"),  # the header of a PNG, not a PNG
         ("fake.pdf", b"%PDF-1.7\nnot really a PDF", "attachment_type"),
         ("big.png", png(900, 900) + b"\0" * 300_000, "attachment_too_large"),
     ],
-)  # fmt: skip
+)
 def test_refused_uploads_say_why_and_store_nothing(user, settings, _storage, name, content, code):
     settings.STREAMCHAT = {**settings.STREAMCHAT, "ATTACHMENT_MAX_BYTES": 200_000}
     client = logged_in(user)
@@ -351,9 +357,13 @@ async def test_another_users_attachment_is_like_a_missing_one(user, user_factory
     answers = []
     for attachment in (their_id, 10**9):
         await socket.send(
-            {"type": "send", "client_id": f"x-{attachment}", "content": "Hi",
-             "attachments": [attachment]}
-        )  # fmt: skip
+            {
+                "type": "send",
+                "client_id": f"x-{attachment}",
+                "content": "Hi",
+                "attachments": [attachment],
+            }
+        )
         error = await socket.recv_until("error")
         answers.append((error["code"], error["message"]))
     assert answers[0] == answers[1] == ("not_found", "No such attachment.")
@@ -361,9 +371,7 @@ async def test_another_users_attachment_is_like_a_missing_one(user, user_factory
     row = await sync_to_async(Attachment.objects.get)(pk=their_id)
     assert row.message_id is None and row.owner_id == other.pk
     # Malformed lists are refused before any database work.
-    await socket.send(
-        {"type": "send", "client_id": "x-bad", "content": "Hi", "attachments": ["1"]}
-    )
+    await socket.send({"type": "send", "client_id": "x-bad", "content": "Hi", "attachments": ["1"]})
     assert (await socket.recv_until("error"))["field"] == "attachments"
 
 
@@ -398,9 +406,14 @@ async def test_branches_keep_their_attachments(user, chat_socket, simulator, _st
 
     # Edit with an empty list: that version has none.
     await socket.send(
-        {"type": "edit", "client_id": "b-4", "message": ack["message"], "content": "Q3",
-         "attachments": []}
-    )  # fmt: skip
+        {
+            "type": "edit",
+            "client_id": "b-4",
+            "message": ack["message"],
+            "content": "Q3",
+            "attachments": [],
+        }
+    )
     bare = await socket.recv_until("ack")
     text, _ = await socket.reply(bare["reply"])
     assert not text.startswith("I see")

@@ -64,10 +64,13 @@ def test_the_sdk_sends_an_image_and_a_pdf_as_data_urls(sdk, simulator):
         model="openai/gpt-4o-mini",
         messages=ask(
             {"type": "image_url", "image_url": {"url": data_url("image/png", png())}},
-            {"type": "file", "file": {"filename": "a.pdf", "file_data": data_url("application/pdf", pdf(3))}},
+            {
+                "type": "file",
+                "file": {"filename": "a.pdf", "file_data": data_url("application/pdf", pdf(3))},
+            },
         ),
         stream=True,
-    )  # fmt: skip
+    )
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text.startswith("I see 1 image (PNG, 64×48) and 1 PDF (3 pages).")
     sent = simulator.chat_requests[-1].json
@@ -95,15 +98,44 @@ def test_https_urls_are_passed_on_unfetched(sdk, simulator):
 @pytest.mark.parametrize(
     ("part", "code", "status"),
     [
-        ({"type": "image_url", "image_url": {"url": data_url("image/png", b"<svg onload=alert(1)>")}}, "attachment_type", 400),
-        ({"type": "image_url", "image_url": {"url": data_url("image/png", b"<html><script>1</script>")}}, "attachment_type", 400),
-        ({"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}, "attachment_type", 400),
-        ({"type": "image_url", "image_url": {"url": "http://plain.example/x.png"}}, "attachment_type", 400),
-        ({"type": "file", "file": {"filename": "x.pdf", "file_data": data_url("application/pdf", png())}}, "attachment_type", 400),
+        (
+            {
+                "type": "image_url",
+                "image_url": {"url": data_url("image/png", b"<svg onload=alert(1)>")},
+            },
+            "attachment_type",
+            400,
+        ),
+        (
+            {
+                "type": "image_url",
+                "image_url": {"url": data_url("image/png", b"<html><script>1</script>")},
+            },
+            "attachment_type",
+            400,
+        ),
+        (
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}},
+            "attachment_type",
+            400,
+        ),
+        (
+            {"type": "image_url", "image_url": {"url": "http://plain.example/x.png"}},
+            "attachment_type",
+            400,
+        ),
+        (
+            {
+                "type": "file",
+                "file": {"filename": "x.pdf", "file_data": data_url("application/pdf", png())},
+            },
+            "attachment_type",
+            400,
+        ),
         ({"type": "file", "file": {"file_id": "file-123"}}, "invalid", 400),
         ({"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}, "invalid", 400),
     ],
-)  # fmt: skip
+)
 def test_bad_parts_are_a_400_naming_the_part(sdk, simulator, part, code, status):
     requests = len(simulator.chat_requests)
     with pytest.raises(openai.APIStatusError) as refused:

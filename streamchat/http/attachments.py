@@ -21,8 +21,8 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.urls import reverse
-from django.utils.http import content_disposition_header
 from django.utils.decorators import method_decorator
+from django.utils.http import content_disposition_header
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
@@ -77,9 +77,10 @@ class AttachmentUploadView(JsonView):
         files = request.FILES.getlist("file")
         if not files:
             return json_error(
-                "invalid", _("Send the files as multipart/form-data fields named file."),
+                "invalid",
+                _("Send the files as multipart/form-data fields named file."),
                 field="file",
-            )  # fmt: skip
+            )
         if len(files) > attachments.app_settings.ATTACHMENTS_PER_MESSAGE:
             return error_response(attachments.too_many())
         try:
@@ -97,7 +98,7 @@ class AttachmentView(JsonView):
     """GET: the file, to its owner only. DELETE: an attachment not sent yet (``204``)."""
 
     def _owned(self, request: HttpRequest, pk: int) -> Attachment | None:
-        return Attachment.objects.filter(pk=pk, owner=request.user).first()
+        return Attachment.objects.filter(pk=pk, owner_id=request.user.pk).first()
 
     def get(self, request: HttpRequest, pk: int) -> HttpResponse:
         attachment = self._owned(request, pk)
@@ -110,8 +111,11 @@ class AttachmentView(JsonView):
         response = HttpResponse(data, content_type=attachment.content_type)
         response["Content-Length"] = str(len(data))
         response["X-Content-Type-Options"] = "nosniff"
-        response["Content-Disposition"] = content_disposition_header(
-            as_attachment=not attachment.is_image, filename=attachment.filename or "attachment"
+        response["Content-Disposition"] = (
+            content_disposition_header(
+                as_attachment=not attachment.is_image, filename=attachment.filename or "attachment"
+            )
+            or "attachment"
         )
         response["Content-Security-Policy"] = ATTACHMENT_CSP
         response["Cross-Origin-Resource-Policy"] = "same-origin"

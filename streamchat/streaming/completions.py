@@ -191,8 +191,9 @@ def _media_url(url: str, at: str, *, image: bool, filename: str) -> tuple[str, i
     """What to send for a part's URL, and its estimated tokens."""
     if url.startswith("https://"):
         if len(url) > MAX_URL_CHARS:
-            raise ChatError("invalid", f"{at}: URLs are limited to {MAX_URL_CHARS} characters.",
-                            field=at)  # fmt: skip
+            raise ChatError(
+                "invalid", f"{at}: URLs are limited to {MAX_URL_CHARS} characters.", field=at
+            )
         if image:
             return url, attachments.IMAGE_MAX_TOKENS
         return url, attachments.PDF_PAGE_TOKENS * UNKNOWN_PDF_PAGES
