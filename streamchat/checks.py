@@ -231,6 +231,32 @@ def check_persistent_connections(app_configs: Any = None, **kwargs: Any) -> list
     return []
 
 
+@register(Tags.staticfiles, deploy=True)
+def check_js_module_imports_hashed(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The chat page's ES modules import each other by relative paths: a storage that hashes file
+    names must rewrite those too, or a hashed module loads unhashed (cacheable, stale) siblings."""
+    from django.contrib.staticfiles.storage import HashedFilesMixin
+    from django.core.files.storage import storages
+
+    try:
+        storage = storages["staticfiles"]
+    except Exception:  # a misconfigured storage: Django's own checks and collectstatic say so
+        return []
+    if isinstance(storage, HashedFilesMixin) and not storage.support_js_module_import_aggregation:
+        return [
+            Warning(
+                f"{type(storage).__name__} hashes static file names but not the imports of "
+                "JavaScript modules: the chat page's hashed main.js would load unhashed modules, "
+                "which caches may keep across a deploy.",
+                hint="Use streamchat.storage.ManifestStaticFilesStorage as "
+                'STORAGES["staticfiles"]["BACKEND"], or set '
+                "support_js_module_import_aggregation = True on your storage class.",
+                id="streamchat.W030",
+            )
+        ]
+    return []
+
+
 # What guards the websocket route: streamchat's validator compares whole origins; Channels' stock
 # one compares host names only (any port, any scheme, "http://host:8000.evil.example").
 SAME_ORIGIN, STOCK, NONE = "same-origin", "stock", "none"

@@ -414,7 +414,7 @@ def test_dropin_new_site_in_development(
         TIMELINE["first"].mark("new site: runserver listening")
         client = log_in_as_admin(server, "chat/")
         urls = chat_page_static_files(client, "chat/")
-        assert "/static/streamchat/chat.js" in urls  # DEBUG: the apps' files, not collected
+        assert "/static/streamchat/chat/main.js" in urls  # DEBUG: the apps' files, not collected
         cookie = f"sessionid={client.cookies['sessionid']}"
         result = asyncio.run(stream_reply(server, cookie, "Hello from a new site"))
         assert result["finished"]["status"] == "complete"
@@ -604,11 +604,26 @@ def test_dropin_chat_page_is_served_with_hashed_static_files(served: Served) -> 
     assert 'id="streamchat-config"' in page.text
     # ManifestStaticFilesStorage names (DEBUG is off), every one served.
     scripts = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)
-    hashed = r"/static/streamchat/chat\.[0-9a-f]{12}\.js"
+    hashed = r"/static/streamchat/chat/main\.[0-9a-f]{12}\.js"
     assert any(re.fullmatch(hashed, url) for url in scripts), scripts
     for url in scripts:
         response = client.get(url)
         assert response.status_code == 200, f"{url}: {response.status_code}"
+    # The page's ES modules import each other by hashed names too (the README's storage), all
+    # the way down: no module loads an unhashed sibling that a cache could keep after a deploy.
+    modules = [url for url in scripts if re.fullmatch(hashed, url)]
+    seen = set(modules)
+    while modules:
+        url = modules.pop()
+        source = client.get(url).text
+        for name in re.findall(r"""\bfrom\s*["'](\./[^"']+)["']""", source):
+            assert re.fullmatch(r"\./[a-z0-9_]+\.[0-9a-f]{12}\.js", name), f"{url} imports {name}"
+            imported = url.rsplit("/", 1)[0] + name[1:]
+            if imported not in seen:
+                assert client.get(imported).status_code == 200, imported
+                seen.add(imported)
+                modules.append(imported)
+    assert len(seen) > 5, seen
     assert server.problems() == []
 
 

@@ -294,3 +294,18 @@ def test_chk_production_settings_refuse_to_start_without_a_secret_key(tmp_path):
     result = run_production_check(tmp_path, SECRET_KEY="")
     assert result.returncode != 0
     assert "ImproperlyConfigured: Set the SECRET_KEY environment variable" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("backend", "fires"),
+    [
+        ("django.contrib.staticfiles.storage.ManifestStaticFilesStorage", True),
+        ("streamchat.storage.ManifestStaticFilesStorage", False),
+        ("django.contrib.staticfiles.storage.StaticFilesStorage", False),  # names not hashed
+    ],
+)
+def test_chk_w030_hashed_static_files_hash_module_imports(settings, backend, fires):
+    storages = {**settings.STORAGES, "staticfiles": {"BACKEND": backend}}
+    with override_settings(STORAGES=storages):
+        found = ids(checks.check_js_module_imports_hashed())
+    assert found == ({"streamchat.W030"} if fires else set())
