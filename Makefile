@@ -9,7 +9,7 @@ PORT ?= 8000
 SIM_PORT ?= 8765
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: run cluster test test-sqlite test-postgres install lint wheel clean bench bench-quick
+.PHONY: run cluster test test-sqlite test-sqlite-once test-sqlite-rest test-postgres install lint wheel clean bench bench-quick
 
 install: $(STAMP)
 
@@ -34,11 +34,40 @@ run: install
 cluster: install
 	PORT=$(PORT) SIM_PORT=$(SIM_PORT) $(PY) -m tests.cluster
 
-# Lint, then the whole suite on SQLite, then (everything that touches the ORM) on PostgreSQL.
+# Lint, then the suite in three runs at once: on SQLite the browser and once-only tests, on
+# SQLite the rest, and (everything that touches the ORM) on PostgreSQL. They share nothing (a
+# test database each, named by process; Redis databases 15, 12 and 13; free ports), and most of
+# their time is spent waiting on servers, so CI waits for the longest, not the sum. Each run's
+# output is printed when all ended (and kept in test-artifacts/). SERIAL=1: one after the other.
+RUNS := sqlite-once sqlite-rest postgres
+
 test: install
 	$(MAKE) --no-print-directory lint
-	$(MAKE) --no-print-directory test-sqlite
-	$(MAKE) --no-print-directory test-postgres
+	@if [ -n "$(SERIAL)" ]; then \
+	  $(MAKE) --no-print-directory test-sqlite && $(MAKE) --no-print-directory test-postgres; \
+	  exit $$?; \
+	fi; \
+	mkdir -p test-artifacts; \
+	for run in $(RUNS); do \
+	  ( $(MAKE) --no-print-directory test-$$run > test-artifacts/$$run-run.log 2>&1; \
+	    echo $$? > test-artifacts/$$run-run.status ) & \
+	done; \
+	wait; \
+	failed=0; \
+	for run in $(RUNS); do \
+	  echo "== $$run run =="; cat test-artifacts/$$run-run.log; \
+	done; \
+	for run in $(RUNS); do \
+	  status=$$(cat test-artifacts/$$run-run.status); echo "$$run run: exit $$status"; \
+	  [ "$$status" = 0 ] || failed=1; \
+	done; \
+	exit $$failed
+
+test-sqlite-once:
+	TEST_REDIS_URL=redis://127.0.0.1:6379/15 $(PY) -m pytest -m "browser or once"
+
+test-sqlite-rest:
+	TEST_REDIS_URL=redis://127.0.0.1:6379/12 $(PY) -m pytest -m "not browser and not once"
 
 test-sqlite:
 	$(PY) -m pytest
@@ -46,7 +75,8 @@ test-sqlite:
 test-postgres:
 	@if [ -n "$$CI" ] || $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 5432), 1)" 2>/dev/null; then \
 	  echo "== PostgreSQL run ($(PG_TEST_URL)) =="; \
-	  DATABASE_URL=$(PG_TEST_URL) $(PY) -m pytest -m "not browser and not once"; \
+	  DATABASE_URL=$(PG_TEST_URL) TEST_REDIS_URL=redis://127.0.0.1:6379/13 \
+	    $(PY) -m pytest -m "not browser and not once"; \
 	else \
 	  echo "SKIPPED the PostgreSQL run: nothing listens on 127.0.0.1:5432 (CI runs it)."; \
 	fi
