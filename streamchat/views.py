@@ -1,6 +1,6 @@
 """The chat page and the session JSON API (docs/http.md).
 
-The page is one template plus plain JS (``static/streamchat/chat.js``); replies stream over the
+The page is one template plus ES modules (``static/streamchat/chat/``); replies stream over the
 websocket (docs/protocol.md) or Server-Sent Events (``streamchat.http.sse``). Here: the user's
 conversations (list by recency with search, create, rename, delete), one conversation as a message
 tree with its current branch, and the enabled models.
@@ -187,11 +187,18 @@ class ChatView(LoginRequiredMixin, TemplateView):
                     "chat": reverse("streamchat:chat"),
                     "conversations": reverse("streamchat:api-conversations"),
                     "models": reverse("streamchat:api-models"),
+                    "attachments": reverse("streamchat:api-attachments"),
                     "login": resolve_url(settings.LOGIN_URL),
                 },
                 "conversation": conversation.pk if conversation else None,
                 "models": models,
                 "max_message_chars": app_settings.MAX_MESSAGE_CHARS,
+                # What the composer may attach (docs/http.md#attachments); checked again on upload.
+                "attachments": {
+                    "max_bytes": app_settings.ATTACHMENT_MAX_BYTES,
+                    "per_message": app_settings.ATTACHMENTS_PER_MESSAGE,
+                    "types": list(app_settings.ATTACHMENT_TYPES),
+                },
                 "simulator": simulator,
             },
         )
