@@ -49,12 +49,14 @@ def _slug(text: str) -> str:
 def live_daphne(
     transactional_db: None, simulator: Any, request: pytest.FixtureRequest
 ) -> Iterator[Any]:
-    """A Daphne process on this test's database, talking to the simulator; ``.url``, ``.ws_url``."""
+    """A Daphne process on this test's database, talking to the simulator; ``.url``, ``.ws_url``.
+    More environment for it (``tests/settings.py`` reads it) by indirect parametrization:
+    ``@pytest.mark.parametrize("live_daphne", [{"STREAMCHAT_LIVE_…": "…"}], indirect=True)``."""
     from tests.servers import DaphneServer
 
     ARTIFACTS.mkdir(exist_ok=True)
     log = ARTIFACTS / f"daphne-{_slug(request.node.name)}.log"
-    server = DaphneServer(simulator=simulator, log=log)
+    server = DaphneServer(simulator=simulator, log=log, env=getattr(request, "param", None))
     try:
         yield server
     finally:

@@ -5,7 +5,8 @@ upstream, database and channel layer from the environment the test gives them:
 STREAMCHAT_LIVE_BASE_URL / STREAMCHAT_LIVE_API_KEY (the simulator), DATABASE_URL (the test
 database) and REDIS_URL (set: the Redis channel layer). Worker-death tests make a live server's
 leases short with STREAMCHAT_LIVE_LEASE_SECONDS (s) and STREAMCHAT_LIVE_CHECKPOINT_MS (ms); unset,
-the defaults apply. STREAMCHAT_LIVE_DRAIN_SECONDS sets the drain on SIGTERM (default 0.5 s here).
+the defaults apply. STREAMCHAT_LIVE_DRAIN_SECONDS sets the drain on SIGTERM (default 0.5 s here);
+STREAMCHAT_LIVE_LANGUAGE_CODE, LANGUAGE_CODE.
 """
 
 import os
@@ -31,6 +32,8 @@ if os.environ.get("STREAMCHAT_LIVE_BASE_URL"):
     STREAMCHAT["CONFIG_CACHE_SECONDS"] = 0
 # A live server stopped at the end of a test drains briefly (drain tests set their own).
 STREAMCHAT["DRAIN_SECONDS"] = float(os.environ.get("STREAMCHAT_LIVE_DRAIN_SECONDS") or 0.5)
+# A live server in another language (tests/test_i18n.py's Chromium check).
+LANGUAGE_CODE = os.environ.get("STREAMCHAT_LIVE_LANGUAGE_CODE") or LANGUAGE_CODE  # noqa: F405
 
 # A file, not memory, so live servers in other processes (Daphne) see the same test database;
 # one per test run, so runs side by side do not share it. Live servers get it as DATABASE_URL.

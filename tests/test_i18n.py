@@ -106,15 +106,16 @@ def test_the_export_speaks_the_language_too(client: Client, user: Any) -> None:
 
 
 @pytest.mark.once
+@pytest.mark.parametrize("domain", ["django", "djangojs"])  # djangojs: the chat page's scripts
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_every_message_is_translated_and_the_mo_is_the_compiled_po(
-    language: str, tmp_path: Path
+    language: str, domain: str, tmp_path: Path
 ) -> None:
     msgfmt = shutil.which("msgfmt")
     if msgfmt is None:
         pytest.skip("msgfmt (gettext) is not installed")
-    po = LOCALE / language / "LC_MESSAGES" / "django.po"
-    compiled = tmp_path / "django.mo"
+    po = LOCALE / language / "LC_MESSAGES" / f"{domain}.po"
+    compiled = tmp_path / f"{domain}.mo"
     result = subprocess.run(
         [msgfmt, "--check", "--statistics", "-o", str(compiled), str(po)],
         capture_output=True,
@@ -126,3 +127,45 @@ def test_every_message_is_translated_and_the_mo_is_the_compiled_po(
     assert compiled.read_bytes() == (po.with_suffix(".mo")).read_bytes(), (
         f"{po.with_suffix('.mo')} is stale: run msgfmt -o it from the .po"
     )
+
+
+# -- The page's scripts speak it too (Django's JavaScript catalog), in Chromium ------------------
+
+
+@pytest.mark.browser
+@pytest.mark.once
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("live_daphne", [{"STREAMCHAT_LIVE_LANGUAGE_CODE": "de"}], indirect=True)
+def test_language_code_de_translates_the_chat_pages_scripts(
+    live_daphne: Any, page: Any, login: Any, user: Any, browser_events: Any, screenshot: Any
+) -> None:
+    """With LANGUAGE_CODE = "de" (and a browser asking for a language the site does not offer),
+    what the scripts write is German: texts from the JS catalog (the empty list, a reply's
+    tokens, the theme button) and the <template>s they clone (a reply's buttons)."""
+    page.set_extra_http_headers({"Accept-Language": "ja"})
+    login(page, user)
+    assert page.get_attribute("html", "lang") == "de"
+    assert page.get_attribute("#sc-input", "placeholder").startswith("Nachricht")
+    empty = page.locator("#sc-list-empty")
+    empty.wait_for()
+    assert empty.inner_text() == "Noch keine Unterhaltungen."
+    theme = page.get_attribute("#sc-theme", "title")
+    assert theme == "Design: automatisch (wie das System). Zum Ändern klicken."
+
+    page.fill("#sc-input", "Hallo")
+    page.press("#sc-input", "Enter")
+    assert page.locator("#sc-stop").inner_text() == "Stopp"
+    reply = page.locator('.sc-msg--assistant[data-status="complete"]')
+    reply.wait_for()
+    assert reply.locator(".sc-role").inner_text() == "Assistent"
+    assert reply.locator("[data-action=regenerate]").inner_text() == "Neu erzeugen"
+    assert reply.locator("[data-action=copy]").get_attribute("aria-label") == (
+        "Diese Antwort kopieren"
+    )
+    meta = reply.locator(".sc-meta")
+    meta.locator("text=Tokens").wait_for()  # usage arrives with the end of the reply
+    assert " ein, " in meta.inner_text() and " aus)" in meta.inner_text(), meta.inner_text()
+    page.locator(".sc-msg--user [data-action=edit]").click()
+    assert page.locator(".sc-edit [data-edit=send]").inner_text() == "Senden"
+    screenshot(page, "de")
+    assert browser_events.page_errors == [] and browser_events.console_errors == []

@@ -9,8 +9,16 @@
   "use strict";
 
   var CHOICES = ["system", "light", "dark"];
-  var LABELS = { system: "◐ Auto", light: "☀ Light", dark: "☾ Dark" };
-  var NAMES = { system: "automatic (as the system)", light: "light", dark: "dark" };
+  // Django's JavaScript catalog is a deferred script: its gettext() is looked up when the button
+  // is labelled (after the page loaded), and a page without the catalog reads English.
+  function gettext(text) { return window.gettext ? window.gettext(text) : text; }
+  function labels(choice) {
+    if (choice === "light") return { word: gettext("Light"), name: gettext("light") };
+    if (choice === "dark") return { word: gettext("Dark"), name: gettext("dark") };
+    return { word: gettext("Auto"), name: gettext("automatic (as the system)") };
+  }
+  var ICONS = { system: "◐", light: "☀", dark: "☾" };
+  function withName(format, name) { return format.replace("%s", name); }
   var root = document.documentElement;
   var dark = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
   var script = document.currentScript;
@@ -29,10 +37,11 @@
     root.setAttribute("data-sc-theme-choice", choice);
     var button = document.getElementById("sc-theme");
     if (button) {
-      button.textContent = LABELS[choice];
-      button.title = "Theme: " + NAMES[choice] + ". Click to change.";
+      var text = labels(choice);
+      button.textContent = ICONS[choice] + " " + text.word;
+      button.title = withName(gettext("Theme: %s. Click to change."), text.name);
       // The name holds the visible word ("Light"), so speech input can say what it sees.
-      button.setAttribute("aria-label", "Theme: " + LABELS[choice].slice(2) + " (change)");
+      button.setAttribute("aria-label", withName(gettext("Theme: %s (change)"), text.word));
     }
   }
 
