@@ -18,16 +18,19 @@ import { config } from "./page.js";
 import { refreshAllPending, renderThread, wireThread } from "./messages.js";
 import { loadList, openConversation, wireConversations } from "./conversations.js";
 import { wireComposer } from "./composer.js";
+import { noteFrame, wireAttachments } from "./attachments.js";
 import { wireSidebar } from "./sidebar.js";
 import { handleFrame, onOpened } from "./replies.js";
 import { connect, hooks, reconnectNow } from "./socket.js";
 
-hooks.frame = handleFrame;
+// The tray sees an ack or refusal of a send with attachments while the send is still pending.
+hooks.frame = (frame) => { noteFrame(frame); handleFrame(frame); };
 hooks.opened = onOpened;
 hooks.closed = refreshAllPending;
 
 wireThread();
 wireComposer();
+wireAttachments();
 wireConversations();
 wireSidebar();
 window.addEventListener("online", reconnectNow);

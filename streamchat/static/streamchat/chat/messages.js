@@ -9,6 +9,7 @@ import { clone, config, els } from "./page.js";
 import * as render from "./render.js";
 import { autosize, saveDraft } from "./draft.js";
 import { errorText, formatCost } from "./text.js";
+import { showAttachments } from "./attachments.js";
 import { socket, sendFrame } from "./socket.js";
 import { ROOT, isLive, keyOf, liveReply, state, visiblePath } from "./tree.js";
 
@@ -45,6 +46,7 @@ function messageElement(message) {
   };
   if (message.role === "user") message.parts.body.textContent = message.text;
   else renderBody(message);
+  showAttachments(message.parts.body, message.attachments);
   refreshMessage(message);
   return el;
 }
@@ -130,6 +132,7 @@ function pendingElement(pending) {
   const el = clone("message-pending");
   el.setAttribute("data-client-id", pending.client_id);
   el.querySelector(".sc-body").textContent = pending.content;
+  showAttachments(el.querySelector(".sc-body"), pending.attachments);
   pending.el = el;
   pending.parts = {
     note: el.querySelector(".sc-msg-note"),
@@ -299,10 +302,11 @@ function startEdit(message) {
   });
   save.addEventListener("click", () => {
     const text = area.value;
-    if (!text.trim()) return;
+    if (!text.trim() && !message.attachments.length) return;
     close();
     const clientId = newClientId();
-    queue({ client_id: clientId, kind: "edit", content: text, parent: message.parent, parentKey: keyOf(message.parent),
+    // The frame names no attachments: the new version keeps the edited message's (as copies).
+    queue({ client_id: clientId, kind: "edit", content: text, attachments: message.attachments, parent: message.parent, parentKey: keyOf(message.parent),
       conversation: state.conversationId, model: els.model.value,
       frame: { type: "edit", message: message.id, content: text, client_id: clientId, model: els.model.value } });
   });

@@ -53,7 +53,7 @@ function onAck(frame) {
   if (isNew && state.conversationId == null) adoptConversation(frame.conversation);
   if (frame.conversation !== state.conversationId) { refreshList(); return; }
   if (pending.kind !== "regenerate" && !state.messages.has(frame.message)) {
-    addMessage(makeMessage({ id: frame.message, parent: pending.parent, role: "user", content: pending.content }));
+    addMessage(makeMessage({ id: frame.message, parent: pending.parent, role: "user", content: pending.content, attachments: pending.attachments }));
   }
   if (pending.kind === "regenerate") {
     const old = state.messages.get(pending.reply);

@@ -45,6 +45,7 @@ export function makeMessage(data) {
     usage: data.usage || null,
     error: data.error || null,
     finishReason: data.finish_reason || "",
+    attachments: data.attachments || [], // a user message's images and PDFs (the server's JSON)
     // Frames carry no time: a message this page saw start is stamped with the page's clock.
     created: data.created ? new Date(data.created) : new Date(),
     resumeAt: 0, // when a resume was last asked for (gap handling)
