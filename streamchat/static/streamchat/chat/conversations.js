@@ -89,8 +89,28 @@ export function retitle(id, title) {
   if (!item) refreshList();
 }
 
+// The list is one Tab stop (a roving tabindex): only the row last moved to, else the open
+// conversation, else the first, has its link in the Tab order; arrow keys move between rows and
+// to a row's buttons.
+let rovingId = null;
+
+function tabbableId() {
+  const ids = state.conversations.map((c) => c.id);
+  if (ids.indexOf(rovingId) >= 0) return rovingId;
+  if (ids.indexOf(state.conversationId) >= 0) return state.conversationId;
+  return ids.length ? ids[0] : null;
+}
+
 export function renderList() {
   if (state.renaming) return; // redrawn when the rename ends
+  // Redrawing must not lose the focus of a keyboard user moving in the list.
+  const active = els.list.contains(document.activeElement) ? document.activeElement : null;
+  const focusAgain = active && {
+    id: Number(active.closest("li").getAttribute("data-id")),
+    action: active.getAttribute("data-action"),
+  };
+  const tabbable = tabbableId();
+  const help = document.getElementById("sc-list-help");
   const items = state.conversations.map((c) => {
     // <li><a><span class="sc-live-dot"></span>title</a><span class="sc-conversation-actions">✎ ✕
     const li = clone("conversation");
@@ -109,9 +129,17 @@ export function renderList() {
     // title has the whole row to itself the rest of the time.
     li.querySelector('[data-action="rename"]').setAttribute("aria-label", interpolate(gettext("Rename %s"), [title]));
     li.querySelector('[data-action="delete"]').setAttribute("aria-label", interpolate(gettext("Delete %s"), [title]));
+    link.tabIndex = c.id === tabbable ? 0 : -1;
+    li.querySelectorAll("button").forEach((b) => { b.tabIndex = -1; });
+    if (help) link.setAttribute("aria-describedby", help.id);
     return li;
   });
   els.list.replaceChildren(...items);
+  if (focusAgain) {
+    const li = els.list.querySelector('li[data-id="' + focusAgain.id + '"]');
+    const again = li && (focusAgain.action ? li.querySelector('[data-action="' + focusAgain.action + '"]') : li.querySelector("a"));
+    if (again) again.focus({ preventScroll: true });
+  }
   const q = els.search.value.trim();
   els.listEmpty.hidden = items.length > 0;
   els.listEmpty.textContent = q ? interpolate(gettext("No conversation matches “%s”."), [q]) : gettext("No conversations yet.");
@@ -126,6 +154,7 @@ function onListClick(event) {
   if (target.tagName === "A") {
     if (event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
     event.preventDefault();
+    rovingId = id;
     openConversation(id, { push: true });
     closeSidebar();
   } else if (target.getAttribute("data-action") === "rename") {
@@ -133,6 +162,50 @@ function onListClick(event) {
   } else if (target.getAttribute("data-action") === "delete") {
     confirmDelete(id);
   }
+}
+
+/** Arrow keys in the list: ↑ ↓ Home End between rows, → ← across a row's link and buttons;
+ * F2 renames, Delete deletes. */
+function onListKeydown(event) {
+  if (event.altKey || event.ctrlKey || event.metaKey || event.shiftKey) return;
+  const li = event.target.closest("li");
+  if (!li || event.target.tagName === "INPUT") return;
+  const rows = Array.from(els.list.querySelectorAll("li"));
+  const index = rows.indexOf(li);
+  const across = Array.from(li.querySelectorAll("a, button"));
+  const at = across.indexOf(event.target);
+  let next = null;
+  if (event.key === "ArrowDown") next = rows[Math.min(index + 1, rows.length - 1)];
+  else if (event.key === "ArrowUp") next = rows[Math.max(index - 1, 0)];
+  else if (event.key === "Home") next = rows[0];
+  else if (event.key === "End") next = rows[rows.length - 1];
+  else if (event.key === "ArrowRight" || event.key === "ArrowLeft") {
+    const step = event.key === "ArrowRight" ? 1 : -1;
+    const target = across[Math.min(Math.max(at + step, 0), across.length - 1)];
+    event.preventDefault();
+    if (target) target.focus();
+    return;
+  } else if (event.key === "F2" || event.key === "Delete") {
+    event.preventDefault();
+    const id = Number(li.getAttribute("data-id"));
+    if (event.key === "F2") startRename(li, id); else confirmDelete(id);
+    return;
+  } else return;
+  event.preventDefault();
+  if (!next) return;
+  const link = next.querySelector("a");
+  rows.forEach((row) => { row.querySelector("a").tabIndex = row === next ? 0 : -1; });
+  rovingId = Number(next.getAttribute("data-id"));
+  link.focus();
+  link.scrollIntoView({ block: "nearest" });
+}
+
+/** A conversation (or a new chat) was opened: the message box takes the focus, to type at once.
+ * On a touch screen its title does instead: a focused text box would pop the keyboard up over
+ * the conversation. */
+export function focusOpened() {
+  const touch = window.matchMedia && window.matchMedia("(pointer: coarse)").matches;
+  if (touch) els.title.focus({ preventScroll: true }); else els.input.focus({ preventScroll: true });
 }
 
 function startRename(li, id) {
@@ -215,6 +288,7 @@ export function openConversation(id, options) {
     sendFrame({ type: "subscribe", conversation: id });
     state.messages.forEach((m) => { if (isLive(m)) askResume(m, true); });
     if (switching) scrollToBottom();
+    if (switching && !options.keep) focusOpened();
   }, (error) => {
     if (seq !== state.loadSeq) return;
     if (error.code === "not_found") {
@@ -261,6 +335,7 @@ export function adoptConversation(id) {
 
 export function wireConversations() {
   els.list.addEventListener("click", onListClick);
+  els.list.addEventListener("keydown", onListKeydown);
   let searchTimer = null;
   els.search.addEventListener("input", () => {
     window.clearTimeout(searchTimer);

@@ -16,12 +16,13 @@
  */
 import { config } from "./page.js";
 import { refreshAllPending, renderThread, wireThread } from "./messages.js";
-import { loadList, openConversation, wireConversations } from "./conversations.js";
+import { focusOpened, loadList, openConversation, wireConversations } from "./conversations.js";
 import { wireComposer } from "./composer.js";
 import { noteFrame, wireAttachments } from "./attachments.js";
 import { wireSidebar } from "./sidebar.js";
+import { wireShortcuts } from "./shortcuts.js";
 import { handleFrame, onOpened } from "./replies.js";
-import { connect, hooks, reconnectNow } from "./socket.js";
+import { connect, hooks, reconnectNow, retryNow } from "./socket.js";
 
 // The tray sees an ack or refusal of a send with attachments while the send is still pending.
 hooks.frame = (frame) => { noteFrame(frame); handleFrame(frame); };
@@ -33,10 +34,11 @@ wireComposer();
 wireAttachments();
 wireConversations();
 wireSidebar();
-window.addEventListener("online", reconnectNow);
+wireShortcuts();
+window.addEventListener("online", retryNow);
 document.addEventListener("visibilitychange", () => { if (!document.hidden) reconnectNow(); });
 
 if (config.conversation != null) openConversation(config.conversation);
-else renderThread();
+else { renderThread(); focusOpened(); }
 loadList();
 connect();

@@ -148,8 +148,9 @@ export function refreshPending(pending) {
   const text = pending.error ? errorText(pending.error) : "";
   pending.parts.error.textContent = text;
   pending.parts.error.hidden = !text;
-  pending.parts.note.textContent = pending.error ? "" : (socket.open ? gettext("Sending…") : gettext("Waiting for the connection…"));
-  pending.parts.note.hidden = !!pending.error;
+  // Refused (rate limited, say): it stays in the thread, marked, with Retry and Edit.
+  pending.el.classList.toggle("sc-msg--failed", !!pending.error);
+  pending.parts.note.textContent = pending.error ? gettext("Not sent") : (socket.open ? gettext("Sending…") : gettext("Waiting for the connection…"));
   pending.parts.actions.hidden = !pending.error;
 }
 
@@ -161,18 +162,29 @@ export function renderThread() {
   const nodes = [];
   let cut = path.length;
   const shownPending = [];
+  const refused = new Map(); // position in the path → refused messages written there
   state.pending.forEach((p) => {
     if (p.conversation !== state.conversationId || p.kind === "regenerate") return;
-    shownPending.push(p);
     const at = p.parentKey === ROOT ? 0 : path.indexOf(p.parentKey) + 1;
-    if (at > 0 || p.parentKey === ROOT) cut = Math.min(cut, at);
+    const placed = at > 0 || p.parentKey === ROOT;
+    if (p.error && placed) {
+      // A refused message keeps its place after what it answered, whatever was sent since.
+      if (!refused.has(at)) refused.set(at, []);
+      refused.get(at).push(p);
+      return;
+    }
+    shownPending.push(p);
+    if (placed) cut = Math.min(cut, at);
   });
+  const showRefused = (at) => (refused.get(at) || []).forEach((p) => { nodes.push(pendingElement(p)); refreshPending(p); });
   for (let i = 0; i < cut; i++) {
+    showRefused(i);
     const message = state.messages.get(path[i]);
     if (message.role === "system") continue;
     nodes.push(messageElement(message));
     refreshMessage(message);
   }
+  refused.forEach((list, at) => { if (at >= cut) showRefused(at); });
   shownPending.forEach((p) => { nodes.push(pendingElement(p)); refreshPending(p); });
   els.empty.hidden = nodes.length > 0;
   const stick = nearBottom();

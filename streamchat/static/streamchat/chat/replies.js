@@ -50,7 +50,14 @@ function onAck(frame) {
   state.pending.delete(frame.client_id);
   if (pending.kind === "send" && !els.input.value) saveDraft("");
   const isNew = pending.conversation == null;
-  if (isNew && state.conversationId == null) adoptConversation(frame.conversation);
+  if (isNew && state.conversationId == null) {
+    adoptConversation(frame.conversation);
+    // Messages refused earlier in this new chat belong to it now: they stay in its thread, and
+    // Retry sends them into it.
+    state.pending.forEach((p) => {
+      if (p.conversation == null && p.error) { p.conversation = frame.conversation; p.frame.conversation = frame.conversation; }
+    });
+  }
   if (frame.conversation !== state.conversationId) { refreshList(); return; }
   if (pending.kind !== "regenerate" && !state.messages.has(frame.message)) {
     addMessage(makeMessage({ id: frame.message, parent: pending.parent, role: "user", content: pending.content, attachments: pending.attachments }));

@@ -10,6 +10,7 @@ const SILENCE_LIMIT_MS = 50000; // no frame for this long: the socket is dead, r
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 const RESUME_RETRY_MS = 4000;
+const PING_ANSWER_MS = 3000; // back online: an open socket that does not answer a ping is dead
 
 export const socket = {
   ws: null,
@@ -71,13 +72,53 @@ function scheduleReconnect() {
   let delay = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * Math.pow(2, socket.attempts));
   delay = delay / 2 + Math.random() * delay / 2; // jitter: many tabs do not reconnect in step
   socket.attempts += 1;
-  if (socket.attempts > 1) showConnection(gettext("Connection lost. Reconnecting…"), "error");
+  if (socket.attempts > 1 && !document.getElementById("sc-retry-now")) {
+    // Kept while attempts go on (so a focused "Retry now" keeps the focus); hello clears it.
+    showConnection(gettext("Connection lost. Reconnecting…"), "error");
+    if (document.getElementById("sc-tpl-retry-now")) {
+      const retry = clone("retry-now");
+      retry.addEventListener("click", retryNow);
+      els.connection.append(" ", retry);
+    }
+  }
   window.clearTimeout(socket.timer);
   socket.timer = window.setTimeout(connect, delay);
 }
 
+/** Connect now if no socket is open or connecting (the tab became visible). */
 export function reconnectNow() {
   if (socket.ws || socket.loggedOut) return;
+  socket.attempts = 0;
+  connect();
+}
+
+/** The network is back (`online`) or the user pressed "Retry now": connect at once, without
+ * waiting for the next attempt. A socket still connecting may hang on the old route: it is
+ * dropped for a new one. An open one may have died silently while the network was away: a
+ * ping must be answered soon, or it is replaced too. */
+export function retryNow() {
+  if (socket.loggedOut) return;
+  if (socket.ws && socket.open) {
+    const ws = socket.ws;
+    const askedAt = Date.now();
+    sendFrame({ type: "ping" });
+    window.setTimeout(() => { if (socket.ws === ws && socket.lastFrameAt < askedAt) abandon(); }, PING_ANSWER_MS);
+    return;
+  }
+  abandon();
+}
+
+function abandon() {
+  const ws = socket.ws;
+  if (ws) {
+    socket.ws = null;
+    socket.open = false;
+    ws.onclose = null;
+    ws.onmessage = null;
+    try { ws.close(); } catch (e) { /* already closed */ }
+    window.clearInterval(socket.pingTimer);
+    hooks.closed();
+  }
   socket.attempts = 0;
   connect();
 }
