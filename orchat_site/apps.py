@@ -6,3 +6,6 @@ class DemoSiteConfig(AppConfig):
 
     name = "orchat_site"
     verbose_name = "streamchat demo site"
+
+    def ready(self) -> None:
+        from . import tools  # noqa: F401  (registers the demo's tools)

@@ -32,6 +32,16 @@ class StreamchatConfig(AppConfig):
         # on the first migrate, when there is none yet.
         post_migrate.connect(seeding.seed_on_migrate, sender=self)
 
+        # A Tool row per registered tool, so admins can list them and switch one off.
+        from .tools.registry import sync_rows
+
+        post_migrate.connect(sync_rows, sender=self, dispatch_uid="streamchat-tools")
+        from django.db.models.signals import post_save
+
+        from .tools.registry import forget_disabled
+
+        post_save.connect(forget_disabled, sender="streamchat.Tool", dispatch_uid="streamchat-tool")
+
         # Under Daphne: the engine starts with the server (a restarted worker reaps at once)
         # and drains before it stops (SIGTERM). Other servers use streaming.shutdown.Lifespan.
         from .streaming.shutdown import install_daphne_hooks

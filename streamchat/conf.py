@@ -83,6 +83,14 @@ DEFAULTS: dict[str, Any] = {
     "LEASE_SECONDS": 30,
     # Largest stored reply, in characters; beyond it the reply ends with finish reason "length".
     "MAX_REPLY_CHARS": 400_000,
+    # --- Tools (the site's functions the model may call) -----------------------------------
+    # Most upstream requests one chat reply makes: the first, plus one after each round of
+    # tool calls. Each is admitted by the limits and gets its usage row.
+    "MAX_TOOL_STEPS": 5,
+    # Longest one tool call may run (s), unless its @tool(timeout=...) says otherwise.
+    "TOOL_TIMEOUT": 30.0,
+    # How long a confirm=True tool waits for the user's decision (s); then it is declined.
+    "TOOL_CONFIRM_SECONDS": 120.0,
     # --- Secrets ----------------------------------------------------------------------------
     # Fernet keys (urlsafe base64, 32 bytes) for API keys at rest, newest first. Empty: one key
     # derived from SECRET_KEY (development only; a deploy check warns).

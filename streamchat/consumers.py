@@ -200,7 +200,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if isinstance(frame, dict):
                 if isinstance(frame.get("client_id"), str):
                     extra["client_id"] = frame["client_id"][:64]
-                if frame.get("type") in ("stop", "resume") and isinstance(frame.get("reply"), int):
+                if frame.get("type") in ("stop", "resume", "tool.confirm") and isinstance(
+                    frame.get("reply"), int
+                ):
                     extra["reply"] = frame["reply"]
             self._log_refusal(error, frame)
             await self.send_frame(error.as_frame(**extra))
@@ -296,6 +298,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not await engine.astop(self.user, reply_id):
             raise ChatError("not_found", "No such streaming reply.")
 
+    async def on_tool_confirm(self, frame: dict[str, Any]) -> None:
+        reply_id = engine.validate_id(frame.get("reply"), "reply")
+        call_id = engine.validate_call_id(frame.get("call"))
+        approve = frame.get("approve")
+        if not isinstance(approve, bool):
+            raise ChatError("invalid", "approve must be true or false.", field="approve")
+        await self._check_session()
+        if not await engine.aconfirm(self.user, reply_id, call_id, approve):  # type: ignore[arg-type]
+            raise ChatError("not_found", "No such tool call waiting for a decision.")
+
     async def on_resume(self, frame: dict[str, Any]) -> None:
         reply_id = engine.validate_id(frame.get("reply"), "reply")
         offset = frame.get("offset", 0)
@@ -333,6 +345,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         "resume": on_resume,
         "subscribe": on_subscribe,
         "ping": on_ping,
+        "tool.confirm": on_tool_confirm,
     }
     STARTS = frozenset({"send", "regenerate", "edit"})
 

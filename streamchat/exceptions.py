@@ -168,6 +168,8 @@ CODES: dict[str, ErrorCode] = {
     "first_token_timeout": ErrorCode(504, _SERVER),
     "idle_timeout": ErrorCode(504, _SERVER),
     "total_timeout": ErrorCode(504, _SERVER),
+    # A chat reply that wanted more tool rounds than MAX_TOOL_STEPS allows.
+    "tool_steps": ErrorCode(502, _SERVER),
 }
 
 # What a code missing from CODES answers: a refusal on the session JSON API and SSE; an upstream

@@ -646,3 +646,74 @@ class UpstreamProbe(models.Model):
 
     def __str__(self) -> str:
         return f"{self.base_url}: {'simulator' if self.simulator else 'not the simulator'}"
+
+
+class Tool(models.Model):
+    """A function the host registered with ``@streamchat.tools.tool`` (one row each, synced after
+    ``migrate`` and on first use). Admins switch a tool off here; the code defines the rest."""
+
+    name = models.CharField(_("name"), max_length=64, unique=True, editable=False)
+    description = models.TextField(_("description"), blank=True, editable=False)
+    enabled = models.BooleanField(
+        _("enabled"), default=True, help_text=_("Off: the model is never offered this tool.")
+    )
+    confirm = models.BooleanField(
+        _("asks the user first"),
+        default=False,
+        editable=False,
+        help_text=_("The user approves each call (the tool changes data)."),
+    )
+    created = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = _("tool")
+        verbose_name_plural = _("tools")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ToolCall(models.Model):
+    """One call of a tool during a reply, as it ended (read-only in admin)."""
+
+    class Status(models.TextChoices):
+        OK = "ok", _("ok")
+        ERROR = "error", _("error")
+        TIMEOUT = "timeout", _("timed out")
+        DECLINED = "declined", _("declined by the user")
+        DENIED = "denied", _("not allowed")
+
+    message = models.ForeignKey(
+        Message,
+        on_delete=models.CASCADE,
+        related_name="tool_calls",
+        verbose_name=_("reply"),
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="streamchat_tool_calls",
+        verbose_name=_("user"),
+    )
+    step = models.PositiveSmallIntegerField(_("step"), default=1)
+    # Where the step sits in the reply's text (code points before it): resume places it there.
+    offset = models.PositiveIntegerField(_("offset"), default=0)
+    call_id = models.CharField(_("call id"), max_length=100)
+    tool_name = models.CharField(_("tool"), max_length=64)
+    arguments = models.TextField(_("arguments"), blank=True)
+    result = models.TextField(_("result (summary)"), blank=True)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices)
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"), default=0)
+    error = models.TextField(_("error"), blank=True)
+    created = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = _("tool call")
+        verbose_name_plural = _("tool calls")
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.tool_name} ({self.status})"

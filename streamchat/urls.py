@@ -48,6 +48,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("api/stream/", sse.stream_reply, name="api-stream"),
     path("api/replies/<int:pk>/events/", sse.follow_reply, name="api-reply-events"),
     path("api/replies/<int:pk>/stop/", sse.stop_reply, name="api-reply-stop"),
+    path(
+        "api/replies/<int:pk>/tools/<str:call>/confirm/",
+        sse.confirm_tool,
+        name="api-tool-confirm",
+    ),
     # Personal tokens, and the OpenAI-compatible API they open
     path("tokens/", tokens.TokensView.as_view(), name="tokens"),
     path("tokens/<int:pk>/revoke/", tokens.TokenRevokeView.as_view(), name="token-revoke"),

@@ -13,6 +13,7 @@ from .export import UserDataExportMixin, add_user_export_action, export_user_dat
 from .keys import ApiKeyAdmin
 from .limits import GroupRateLimitInline, RateLimitAdmin, UserRateLimitInline, add_limits_inlines
 from .tokens import PersonalTokenAdmin
+from .tools import ToolAdmin, ToolCallAdmin
 from .usage import UsageAdmin
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "MessageAdmin",
     "PersonalTokenAdmin",
     "RateLimitAdmin",
+    "ToolAdmin",
+    "ToolCallAdmin",
     "UsageAdmin",
     "UserDataExportMixin",
     "UserRateLimitInline",

@@ -157,6 +157,22 @@ async def stop_reply(request: HttpRequest, user: Any, pk: int) -> HttpResponseBa
     return HttpResponse(status=204)
 
 
+@session_view("POST")
+async def confirm_tool(request: HttpRequest, user: Any, pk: int, call: str) -> HttpResponseBase:
+    """The user's decision on a tool call waiting for it: ``{"approve": true|false}``; 204, or
+    404 when no such call waits."""
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        raise ChatError("bad_json", "The body is not valid JSON.") from None
+    approve = body.get("approve") if isinstance(body, dict) else None
+    if not isinstance(approve, bool):
+        raise ChatError("invalid", "approve must be true or false.", field="approve")
+    if not await engine.aconfirm(user, pk, engine.validate_call_id(call), approve):
+        raise ChatError("not_found", "No such tool call waiting for a decision.")
+    return HttpResponse(status=204)
+
+
 def _retrieve(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()

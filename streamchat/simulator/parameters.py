@@ -107,7 +107,8 @@ def tool_calls_for(scenario: Scenario, body: dict[str, Any]) -> list[tuple[str, 
     id, else the first tool, with arguments built from the tool's schema (``args`` of the id
     replaces them). ``parallel=N`` makes N calls (the other tools in turn) unless
     ``parallel_tool_calls`` is false; ``malformed=1`` cuts every call's arguments in half (not
-    JSON). After a tool message it answers in text (``tool_result_reply``).
+    JSON). After a tool message it answers in text (``tool_result_reply``), unless ``rounds=N``
+    asks for N rounds of calls (counted by the assistant messages with ``tool_calls``).
     """
     tools = [
         tool["function"]
@@ -120,7 +121,14 @@ def tool_calls_for(scenario: Scenario, body: dict[str, Any]) -> list[tuple[str, 
     messages = body.get("messages") or []
     last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
     forced = choice == "required" or isinstance(choice, dict)
-    if last.get("role") != "user" and not forced:
+    # ``rounds=N``: after tool results it calls again until it made N rounds of calls.
+    rounds = sum(
+        1
+        for m in messages
+        if isinstance(m, dict) and m.get("role") == "assistant" and m.get("tool_calls")
+    )
+    again = last.get("role") == "tool" and rounds < scenario.int("rounds", 1)
+    if last.get("role") != "user" and not forced and not again:
         return None
     schemas = {tool.get("name"): tool.get("parameters") for tool in tools}
     names = [name for name in schemas if isinstance(name, str)]

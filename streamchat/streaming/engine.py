@@ -35,6 +35,7 @@ from .reply import Reply, ReplyRun
 __all__ = [
     "Accepted",
     "Options",
+    "aconfirm",
     "aedit",
     "acomplete_messages",
     "aregenerate",
@@ -275,6 +276,32 @@ async def astop(user: Any, reply_id: int) -> bool:
         )
     except Exception as error:
         layer.trouble("sending a stop to another worker", error)
+        raise other_workers_unreachable() from None
+    return True
+
+
+def validate_call_id(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 100:
+        raise ChatError("invalid", "call must be a tool call id.", field="call")
+    return value
+
+
+async def aconfirm(user: Any, reply_id: int, call_id: str, approve: bool) -> bool:
+    """The user's decision on a tool call that waits for it (``tool.confirm``), in this worker or
+    another. False if the reply is not theirs or not streaming, or (in this worker) no such call
+    waits."""
+    run = get_hub().runs.get(reply_id)
+    if run is not None and run.user_id == user.pk and not run.done.is_set():
+        return run.decide(call_id, approve)
+    if not await db.run(_is_streaming_reply, user.pk, reply_id):
+        return False
+    try:
+        await get_channel_layer().group_send(
+            control_group(reply_id),
+            {"type": "streamchat.confirm", "reply": reply_id, "call": call_id, "approve": approve},
+        )
+    except Exception as error:
+        layer.trouble("sending a tool decision to another worker", error)
         raise other_workers_unreachable() from None
     return True
 

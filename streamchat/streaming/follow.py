@@ -130,6 +130,7 @@ class StreamFollower:
         "result",
         "_on_close",
         "_held_finish",
+        "_held_events",
     )
 
     def __init__(
@@ -152,6 +153,7 @@ class StreamFollower:
         self._on_close: list[Callable[[], Any]] = []
         self.result: Finished | None = None
         self._held_finish: Finished | None = None
+        self._held_events: list[dict[str, Any]] = []
 
     def push(self, kind: DeltaKind, offset: int, text: str) -> None:
         if self.closed:
@@ -175,9 +177,28 @@ class StreamFollower:
         self.reply_id = self.coalescer.reply_id = reply_id  # type: ignore[assignment]
         self.paused = False
         self.coalescer.kick()
+        if self._held_events or self._held_finish is not None:
+            get_hub().spawn(self._send_held())
+
+    async def _send_held(self) -> None:
+        events, self._held_events = self._held_events, []
+        for frame in events:
+            await self.event(frame)
         if self._held_finish is not None:
             event, self._held_finish = self._held_finish, None
-            get_hub().spawn(self.finished(event))
+            await self.finished(event)
+
+    async def event(self, frame: dict[str, Any]) -> None:
+        """A frame other than text (``tool.call``, ``tool.result``, ``tool.confirm``): sent after
+        the text pending before it, so the reader sees them in the reply's order. Rare (per tool
+        call, never per delta)."""
+        if self.closed:
+            return
+        if self.paused:
+            self._held_events.append(frame)
+            return
+        await self.coalescer.drain()
+        await self.sink(frame)
 
     async def finished(self, event: Finished) -> None:
         if self.closed:
@@ -249,6 +270,8 @@ async def afollow(user_id: Any, reply_id: int, follower: StreamFollower) -> None
             # Ended a moment ago (its followers were told already): all of it is in memory.
             follower.push("reasoning", 0, "".join(run.reasoning))
             follower.push("delta", 0, run.text_from(0))
+            for frame in run.tool_frames:
+                await follower.event(frame)
             await follower.finished(run.result)
         return
     # This worker's reaper runs from its first follower on, so a dead worker's reply ends.
@@ -286,6 +309,9 @@ async def _follow_remote(
     reply_id = reply.pk
     try:
         _push_row(follower, reply)
+        # The tool calls it made so far (rare: most replies have none, and cost one query).
+        for frame in await db.run(frames.stored_tool_frames, reply_id):
+            await follower.event(frame)
         if reply.is_final:
             await follower.finished(await db.run(frames.finished_event, reply))
             return
@@ -330,6 +356,8 @@ async def _follow_remote(
                     if not await _catch_up(follower, user_id, reply):
                         return
                 follower.push("delta", message["base"], message["text"])
+            elif kind == "streamchat.tool":
+                await follower.event(message["frame"])
             elif kind == "streamchat.finished":
                 if follower.sent["delta"] < message["length"]:
                     if not await _catch_up(follower, user_id, reply):

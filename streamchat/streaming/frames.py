@@ -43,6 +43,66 @@ def text(kind: str, reply_id: int | None, offset: int, text: str) -> dict[str, A
     return {"type": kind, "reply": reply_id, "offset": offset, "text": text}
 
 
+def tool_call(
+    reply_id: int | None, step: int, offset: int, call_id: str, name: str, arguments: str
+) -> dict[str, Any]:
+    """The model called a tool (``arguments``: its JSON text, as the model wrote it)."""
+    return {
+        "type": "tool.call",
+        "reply": reply_id,
+        "step": step,
+        "offset": offset,
+        "call": call_id,
+        "name": name,
+        "arguments": arguments,
+    }
+
+
+def tool_confirm(
+    reply_id: int | None, step: int, call_id: str, name: str, arguments: str, seconds: float
+) -> dict[str, Any]:
+    """A ``confirm=True`` tool waits for the user's decision (``expires_in`` seconds)."""
+    return {
+        "type": "tool.confirm",
+        "reply": reply_id,
+        "step": step,
+        "call": call_id,
+        "name": name,
+        "arguments": arguments,
+        "expires_in": seconds,
+    }
+
+
+def tool_result(
+    reply_id: int | None, step: int, call_id: str, status: str, summary: str, duration_ms: int
+) -> dict[str, Any]:
+    return {
+        "type": "tool.result",
+        "reply": reply_id,
+        "step": step,
+        "call": call_id,
+        "status": status,
+        "summary": summary,
+        "duration_ms": duration_ms,
+    }
+
+
+def stored_tool_frames(reply_id: int) -> list[dict[str, Any]]:
+    """``tool.call`` and ``tool.result`` frames of the calls a reply stored (a follower that
+    arrives late, from another worker or after a reload)."""
+    from ..models import ToolCall
+
+    found: list[dict[str, Any]] = []
+    for row in ToolCall.objects.filter(message_id=reply_id).order_by("id"):
+        found.append(
+            tool_call(reply_id, row.step, row.offset, row.call_id, row.tool_name, row.arguments)
+        )
+        found.append(
+            tool_result(reply_id, row.step, row.call_id, row.status, row.result, row.duration_ms)
+        )
+    return found
+
+
 def usage(figures: UsageFigures | None) -> dict[str, Any] | None:
     if figures is None:
         return None

@@ -4,7 +4,8 @@ Per delta, a reply only touches process memory (its local followers, see ``follo
 workers never see single deltas. They see, through the channel layer:
 - ``streamchat.reply.<id>``: batches of new text every ``GROUP_BATCH_MS`` (only once someone on
   another worker watches the reply) and the finish; followers on other workers join it.
-- ``streamchat.ctl.<id>``: the worker running the reply listens here for ``watch`` and ``stop``.
+- ``streamchat.ctl.<id>``: the worker running the reply listens here for ``watch``, ``stop`` and
+  ``confirm`` (the user's decision on a tool call that waits for it).
 - ``streamchat.conv.<id>``: reply started / finished and title changes, for other tabs.
 """
 
@@ -133,6 +134,8 @@ class Hub:
                 run.watch()
             elif message["type"] == "streamchat.stop":
                 run.stop()
+            elif message["type"] == "streamchat.confirm":
+                run.decide(str(message.get("call")), bool(message.get("approve")))
 
     async def _reap_periodically(self) -> None:
         from .. import limits

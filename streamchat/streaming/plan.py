@@ -23,6 +23,7 @@ from ..keys import KeyChoice
 from ..limits.resolution import effective_limits_from
 from ..models import Attachment, Message, Reservation
 from ..openrouter.client import ChatRequest
+from ..tools import registry as tools_registry
 from . import completions, store
 from .context import Context, build_context, estimate_prompt_tokens
 from .events import Started
@@ -98,6 +99,11 @@ class Plan:
     # The prompt's estimate (text and attachments): reserved by the limits, and recorded when
     # OpenRouter reports no usage.
     prompt_tokens: int = 0
+    # The acting user (a chat reply's tools run as them; each step is admitted for them).
+    user: Any = None
+    # The names of the server's tools offered to the model (chat replies only; empty for the
+    # OpenAI-compatible and Python APIs, whose clients run their own tools).
+    tools: tuple[str, ...] = ()
 
 
 def make_plan(
@@ -155,6 +161,14 @@ def make_plan(
         error.details = refused.details  # fits_max_tokens: what a smaller reply would need
         raise error from None
     temperature = options.temperature if options.temperature is not None else choice.temperature
+    extra = (
+        {**options.extra, "plugins": attachments.plugins()}
+        if context.has_pdf
+        else dict(options.extra)
+    )
+    offered = [] if isinstance(ask, Exchange) else tools_registry.offered_to(user)
+    if offered:
+        extra["tools"] = [item.spec() for item in offered]
     record = (
         StoredReply(rows.reply_id, rows.conversation_id, rows.message_id)
         if rows is not None
@@ -166,11 +180,7 @@ def make_plan(
         fallback_models=fallback_models,
         temperature=temperature,
         max_tokens=max_tokens,
-        extra_body=(
-            {**options.extra, "plugins": attachments.plugins()}
-            if context.has_pdf
-            else dict(options.extra)
-        ),
+        extra_body=extra,
         label=record.label,
     )
     return Plan(
@@ -184,7 +194,51 @@ def make_plan(
         record=record,
         started=_started(rows, client_id, choice.model_id) if rows is not None else None,
         prompt_tokens=prompt_tokens,
+        user=user,
+        tools=tuple(item.name for item in offered),
     )
+
+
+def next_step(
+    plan: Plan, step_usage: dict[str, Any], calls: list[dict[str, Any]], prompt_tokens: int
+) -> Reservation:
+    """Between two upstream requests of one chat reply (after a round of tool calls): store the
+    step that ended (its tool calls and its own usage row, its reservation settled), then admit
+    the next request with a reservation of its own. Sync: call it through ``db.run``.
+
+    The ended step is stored first, in its own transaction, so its slot is free for the next
+    (a concurrent-stream limit of 1 admits every step of a reply) and it stays stored when the
+    next is refused (``ChatError``, e.g. ``rate_limited``)."""
+    record = plan.record
+    assert isinstance(record, StoredReply)
+    record.store_step(plan.user_id, step_usage, calls)
+    store.settle(plan.reservation, step_usage)
+    plan.reservation = None
+    choice = plan.choice
+    reply_id = record.reply_id
+
+    def link(reservation: Reservation) -> None:
+        reservation.message_id = reply_id
+
+    try:
+        reservation, _ = limits.admit(
+            plan.user,
+            model=choice.model_id,
+            prompt_tokens=prompt_tokens,
+            max_tokens=reserved_completion_tokens(plan.request.max_tokens, choice, prompt_tokens),
+            prompt_price=choice.prompt_price,
+            completion_price=choice.completion_price,
+            source=plan.source,
+            then=link,
+            unlimited_rows=False,
+            lease_seconds=float(app_settings.LEASE_SECONDS),
+            limits=effective_limits_from(snapshots.limit_rules.get(), plan.user),
+        )
+    except limits.LimitError as refused:
+        raise ChatError(refused.code, refused.message, retry_after=refused.retry_after) from None
+    plan.reservation = reservation
+    plan.prompt_tokens = prompt_tokens
+    return reservation
 
 
 def _enabled_fallbacks(models: tuple[str, ...]) -> list[str]:

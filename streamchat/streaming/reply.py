@@ -17,6 +17,7 @@ Front ends never see this class: they get a ``Reply`` handle.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -86,6 +87,19 @@ class ReplyRun:
         self.result: Finished | None = None
         self.done = asyncio.Event()
         self._consumer: asyncio.Task[None] | None = None
+        # Tool rounds (chat replies offered the server's tools, ``plan.tools``): the upstream
+        # request this is (1, 2, …), where it began, its frames for late followers, the calls
+        # of a round not stored yet, and the decisions awaited from the user.
+        self.step = 1
+        self.step_started_at = self.started_at
+        self._step_text = 0  # self.length when this step began
+        self._step_reasoning = 0
+        self._step_fragments = 0
+        self._step_stored = False  # the last step's usage row is stored (the next was refused)
+        self.tool_frames: list[dict[str, Any]] = []
+        self._round_rows: list[dict[str, Any]] = []
+        self._decisions: dict[str, asyncio.Future[bool]] = {}
+        self._totals: list[dict[str, Any]] = []  # usage fields of the steps stored so far
 
     # -- followers -----------------------------------------------------------------------------
 
@@ -101,6 +115,14 @@ class ReplyRun:
             for fragment in self.tool_fragments:
                 take(fragment)
             self._tool_followers[follower] = take
+        if self.tool_frames:  # the steps so far (a resume during a reply with tool calls)
+            self.hub.spawn(self._replay(follower, list(self.tool_frames)))
+
+    async def _replay(self, follower: Follower, frames_so_far: list[dict[str, Any]]) -> None:
+        send = getattr(follower, "event", None)
+        if send is not None:
+            for frame in frames_so_far:
+                await send(frame)
 
     def unfollow(self, follower: Follower) -> None:
         self.followers.discard(follower)
@@ -127,6 +149,14 @@ class ReplyRun:
         self.stopping = True
         if self._consumer is not None:
             self._consumer.cancel()
+
+    def decide(self, call_id: str, approve: bool) -> bool:
+        """The user's decision on a tool call waiting for it; False when none waits."""
+        waiting = self._decisions.get(call_id)
+        if waiting is None or waiting.done():
+            return False
+        waiting.set_result(approve)
+        return True
 
     def interrupt(self) -> None:
         """The worker stops (a drain that ran out of time): close upstream; the text so far is
@@ -174,52 +204,16 @@ class ReplyRun:
         try:
             if not self.plan.keys:  # say why: none configured, or none decrypts (a rare path)
                 raise OpenRouterError("no_api_key", await key_store.ano_key_message())
-            self.stream = stream = await open_stream(
-                self.request,
-                self.plan.keys,
-                on_key_failure=_record_key_failure,
-                on_open=self._opened,
-            )
-            try:
-                # Text and reasoning are each kept within MAX_REPLY_CHARS (the last delta is cut
-                # to fit), so a reply's memory and stored size are bounded whatever upstream sends.
-                limit = app_settings.MAX_REPLY_CHARS
-                async for event in stream:
-                    kind = type(event)
-                    if kind is ContentDelta:
-                        text = event.text  # type: ignore[union-attr]
-                        room = limit - self.length
-                        self._append(text if len(text) < room else text[:room])
-                        if len(text) >= room:
-                            self.finish = Finish(
-                                "length", stream.model_requested, stream.generation_id
-                            )
-                            break
-                    elif kind is ReasoningDelta:
-                        text = event.text  # type: ignore[union-attr]
-                        room = limit - self.reasoning_length
-                        self._append_reasoning(text if len(text) < room else text[:room])
-                        if len(text) >= room:
-                            self.finish = Finish(
-                                "length", stream.model_requested, stream.generation_id
-                            )
-                            break
-                    elif kind is ToolCallDelta:
-                        fragment: ToolCallDelta = event  # type: ignore[assignment]
-                        self.tool_length += len(fragment.arguments)  # bounded like the text
-                        if self.tool_length > limit:
-                            self.finish = Finish(
-                                "length", stream.model_requested, stream.generation_id
-                            )
-                            break
-                        self._tool_call(fragment)
-                    elif kind is UsageReport:
-                        self.usage = event  # type: ignore[assignment]
-                    elif kind is Finish:
-                        self.finish = event  # type: ignore[assignment]
-            finally:
-                await stream.aclose()
+            while True:
+                await self._stream_step()
+                calls = self._tool_round()
+                if not calls:
+                    break
+                await self._run_tools(calls)
+                await self._next_step()
         except OpenRouterError as error:
+            self.error = error
+        except ChatError as error:  # the next step was refused (a limit)
             self.error = error
         except asyncio.CancelledError:
             if not self.stopping:
@@ -231,6 +225,208 @@ class ReplyRun:
             self.error = OpenRouterError(
                 "internal_error", f"The reply failed ({type(error).__name__})."
             )
+
+    async def _stream_step(self) -> None:
+        """One upstream request, its deltas pushed as they come (the hot path)."""
+        self.stream = stream = await open_stream(
+            self.request,
+            self.plan.keys,
+            on_key_failure=_record_key_failure,
+            on_open=self._opened,
+        )
+        try:
+            # Text and reasoning are each kept within MAX_REPLY_CHARS (the last delta is cut
+            # to fit), so a reply's memory and stored size are bounded whatever upstream sends.
+            limit = app_settings.MAX_REPLY_CHARS
+            async for event in stream:
+                kind = type(event)
+                if kind is ContentDelta:
+                    text = event.text  # type: ignore[union-attr]
+                    room = limit - self.length
+                    self._append(text if len(text) < room else text[:room])
+                    if len(text) >= room:
+                        self.finish = Finish("length", stream.model_requested, stream.generation_id)
+                        break
+                elif kind is ReasoningDelta:
+                    text = event.text  # type: ignore[union-attr]
+                    room = limit - self.reasoning_length
+                    self._append_reasoning(text if len(text) < room else text[:room])
+                    if len(text) >= room:
+                        self.finish = Finish("length", stream.model_requested, stream.generation_id)
+                        break
+                elif kind is ToolCallDelta:
+                    fragment: ToolCallDelta = event  # type: ignore[assignment]
+                    self.tool_length += len(fragment.arguments)  # bounded like the text
+                    if self.tool_length > limit:
+                        self.finish = Finish("length", stream.model_requested, stream.generation_id)
+                        break
+                    self._tool_call(fragment)
+                elif kind is UsageReport:
+                    self.usage = event  # type: ignore[assignment]
+                elif kind is Finish:
+                    self.finish = event  # type: ignore[assignment]
+        finally:
+            await stream.aclose()
+
+    # -- tool rounds (chat replies offered the server's tools) ----------------------------------
+
+    def _tool_round(self) -> list[ToolCall]:
+        """The calls to run when this step ended asking for tools; none otherwise (then the reply
+        ends). A reply that wants more than MAX_TOOL_STEPS steps ends with ``tool_steps``."""
+        if not self.plan.tools or self.finish is None or self.finish.reason != "tool_calls":
+            return []
+        calls = assemble_tool_calls(self.tool_fragments[self._step_fragments :])
+        if not calls:
+            return []
+        limit = int(app_settings.MAX_TOOL_STEPS)
+        if self.step >= limit:
+            self.error = ChatError(
+                "tool_steps",
+                f"The reply needed more than {limit} steps of tool calls and was stopped.",
+            )
+            return []
+        return calls
+
+    async def _emit(self, frame: dict[str, Any]) -> None:
+        """A tool frame to every follower (in order after the text before it), and to other
+        workers' followers while one watches."""
+        self.tool_frames.append(frame)
+        for follower in list(self.followers):
+            send = getattr(follower, "event", None)
+            if send is not None:
+                try:
+                    await send(frame)
+                except Exception:
+                    logger.debug("streamchat: a follower of reply %s went away", self.record.label)
+        if self.watched and self.reply_id is not None:
+            from channels.layers import get_channel_layer
+
+            try:
+                await get_channel_layer().group_send(
+                    reply_group(self.reply_id), {"type": "streamchat.tool", "frame": frame}
+                )
+            except Exception as error:  # they see the stored calls on their next read
+                layer.trouble("publishing a tool call to other workers", error)
+
+    async def _run_tools(self, calls: list[ToolCall]) -> None:
+        """Run a round of calls (at once, each on its own), then add the assistant's call
+        message and the results to the context of the next request."""
+        from ..tools import runner
+
+        offset, step = self.length, self.step
+        self._round_rows = [
+            {
+                "step": step,
+                "offset": offset,
+                "call_id": call.id[:100],
+                "tool_name": call.name[:64],
+                "arguments": call.arguments,
+                "status": "error",
+                "error": "stopped",  # replaced by the outcome; kept when the reply stops first
+            }
+            for call in calls
+        ]
+        for call in calls:
+            await self._emit(
+                frames.tool_call(self.reply_id, step, offset, call.id, call.name, call.arguments)
+            )
+        outcomes = await asyncio.gather(
+            *(
+                self._one_call(call, row, runner)
+                for call, row in zip(calls, self._round_rows, strict=True)
+            )
+        )
+        step_text = self.text_from(self._step_text)
+        messages = [
+            *self.request.messages,
+            {
+                "role": "assistant",
+                "content": step_text or None,
+                "tool_calls": [call.as_openai() for call in calls],
+            },
+            *(
+                {"role": "tool", "tool_call_id": call.id, "content": outcome.content}
+                for call, outcome in zip(calls, outcomes, strict=True)
+            ),
+        ]
+        self.request = dataclasses.replace(self.request, messages=messages)
+
+    async def _one_call(self, call: ToolCall, row: dict[str, Any], runner: Any) -> Any:
+        prepared = runner.prepare(call, self.plan.tools)
+        if isinstance(prepared, runner.Outcome):
+            outcome = prepared
+        else:
+            item, arguments = prepared
+            approved = True
+            if item.confirm:
+                approved = await self._ask(call)
+            if approved:
+                outcome = await runner.run(item, arguments, self.plan.user)
+            else:
+                outcome = runner.refused("declined", "the user declined this call.")
+        row.update(
+            status=outcome.status,
+            result=outcome.summary,
+            error=outcome.error,
+            duration_ms=outcome.duration_ms,
+        )
+        await self._emit(
+            frames.tool_result(
+                self.reply_id,
+                self.step,
+                call.id,
+                outcome.status,
+                outcome.summary,
+                outcome.duration_ms,
+            )
+        )
+        return outcome
+
+    async def _ask(self, call: ToolCall) -> bool:
+        """Wait for the user's decision on ``call`` (any worker: ``decide``); a lapse declines."""
+        seconds = float(app_settings.TOOL_CONFIRM_SECONDS)
+        waiting: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._decisions[call.id] = waiting
+        await self._emit(
+            frames.tool_confirm(
+                self.reply_id, self.step, call.id, call.name, call.arguments, seconds
+            )
+        )
+        try:
+            return await asyncio.wait_for(waiting, seconds)
+        except TimeoutError:
+            return False
+        finally:
+            self._decisions.pop(call.id, None)
+
+    async def _next_step(self) -> None:
+        """Store the step that ended (its calls, its usage row) and admit the next request; a
+        refusal (``ChatError``) ends the reply."""
+        from .context import estimate_prompt_tokens
+        from .plan import next_step
+
+        status = Message.Status.COMPLETE
+        model_used = (self.finish.model if self.finish else "") or self.model.model_id
+        usage = self._usage_fields(status, model_used, self.text_from(self._step_text))
+        calls, self._round_rows = self._round_rows, []
+        prompt_tokens = estimate_prompt_tokens(self.request.messages)
+        # The step is stored whether or not the next is admitted: from here its figures are in
+        # the ledger, not in this run.
+        self._totals.append(usage)
+        self.usage = None
+        self.finish = None
+        self.stream = None
+        self.step += 1
+        self.step_started_at = time.monotonic()
+        self._step_text, self._step_reasoning = self.length, self.reasoning_length
+        self._step_fragments = len(self.tool_fragments)
+        self._step_stored = True
+        try:
+            await db.run(next_step, self.plan, usage, calls, prompt_tokens)
+        except DatabaseError as error:
+            logger.warning("streamchat: a step of reply %s failed (%s)", self.record.label, error)
+            raise ChatError("unavailable", "The database is unavailable; try again.") from None
+        self._step_stored = False
 
     def _opened(self, stream: ChatStream) -> None:
         # Known from HTTP 200 on, not only from the first delta: a reply stopped before it
@@ -358,8 +554,11 @@ class ReplyRun:
             self.error = OpenRouterError("incomplete", "The reply ended before it was finished.")
         self.status = status
         model_used = (self.finish.model if self.finish else "") or self.model.model_id
-        usage_fields = self._usage_fields(status, model_used, content)
+        usage_fields = self._usage_fields(status, model_used, self.text_from(self._step_text))
         reply_error = error_from(self.error)
+        # A step whose successor was refused is in the ledger already: no second row for it.
+        last_stored = self._step_stored and self.stream is None
+        totals = _sum_usage([*self._totals, *([] if last_stored else [usage_fields])])
         stored = await self._store_end(
             user_id=self.user_id,
             content=content,
@@ -369,10 +568,12 @@ class ReplyRun:
             model_used=model_used,
             error_code=reply_error.code if reply_error else "",
             error_message=reply_error.message if reply_error else "",
-            usage=usage_fields,
+            usage=None if last_stored else usage_fields,
             reservation=self.plan.reservation,
             key_used=self.stream.key if self.stream else None,
+            tool_calls=self._round_rows,
         )
+        self._round_rows = []
         reply, usage_row = stored if stored is not None else (None, None)
         self._log_end(status, finish_reason, usage_fields)
         self.result = event = Finished(
@@ -383,12 +584,10 @@ class ReplyRun:
             model=model_used,
             length=self.length,
             usage=UsageFigures(
-                prompt_tokens=usage_fields["prompt_tokens"],
-                completion_tokens=usage_fields["completion_tokens"],
-                reasoning_tokens=usage_fields["reasoning_tokens"],
-                cost=usage_fields["cost"]
-                if usage_fields["cost_source"] != Usage.CostSource.UNKNOWN
-                else None,
+                prompt_tokens=totals["prompt_tokens"],
+                completion_tokens=totals["completion_tokens"],
+                reasoning_tokens=totals["reasoning_tokens"],
+                cost=totals["cost"] if totals["cost_source"] != Usage.CostSource.UNKNOWN else None,
                 estimated=self.usage is None,
             ),
             ttft_ms=usage_fields["time_to_first_token_ms"],
@@ -498,7 +697,7 @@ class ReplyRun:
             "model_requested": self.model.model_id,
             "model_used": model_used,
             "time_to_first_token_ms": ttft,
-            "duration_ms": round((time.monotonic() - self.started_at) * 1000),
+            "duration_ms": round((time.monotonic() - self.step_started_at) * 1000),
             "generation_id": (self.finish.generation_id if self.finish else "")
             or (self.stream.generation_id if self.stream else ""),
             "outcome": status,
@@ -522,7 +721,7 @@ class ReplyRun:
             # No usage chunk (stopped, failed): estimate, and ask /generation later.
             prompt = self.plan.prompt_tokens if self.stream else 0  # attachments included
             completion = store.estimate_tokens(content) + store.estimate_tokens(
-                "".join(self.reasoning)
+                "".join(self.reasoning)[self._step_reasoning :]
             )
             cost = (
                 self.model.cost_for(prompt, completion) if self.stream is not None else Decimal(0)
@@ -580,6 +779,20 @@ class ReplyRun:
             )
         except Exception as error:  # the page shows the ledger's figure on its next load
             layer.trouble("publishing a reply's reported cost", error)
+
+
+def _sum_usage(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """A reply's figures over its steps (one step: its own fields, as they are)."""
+    if len(steps) == 1:
+        return steps[0]
+    known = [s for s in steps if s["cost_source"] != Usage.CostSource.UNKNOWN]
+    return {
+        "prompt_tokens": sum(s["prompt_tokens"] for s in steps),
+        "completion_tokens": sum(s["completion_tokens"] for s in steps),
+        "reasoning_tokens": sum(s["reasoning_tokens"] for s in steps),
+        "cost": sum((s["cost"] for s in known), Decimal(0)),
+        "cost_source": Usage.CostSource.REPORTED if known else Usage.CostSource.UNKNOWN,
+    }
 
 
 async def _record_key_failure(key: key_store.KeyChoice, error: OpenRouterError) -> None:

@@ -342,6 +342,14 @@ class StoredReply:
         if renew is not None:
             limits.renew(renew)
 
+    def store_step(self, user_id: Any, usage: dict[str, Any], calls: list[dict[str, Any]]) -> None:
+        """One step of a reply with tool calls ended: its calls and its own Usage row."""
+        with transaction.atomic():
+            tool_call_rows(self.reply_id, user_id, calls)
+            Usage.objects.create(
+                user_id=user_id, message_id=self.reply_id, created=timezone.now(), **usage
+            )
+
     def finish(
         self,
         *,
@@ -353,10 +361,11 @@ class StoredReply:
         model_used: str,
         error_code: str,
         error_message: str,
-        usage: dict[str, Any],
+        usage: dict[str, Any] | None,
         reservation: Reservation | None = None,
         key_used: KeyChoice | None = None,
-    ) -> tuple[Message, Usage]:
+        tool_calls: list[dict[str, Any]] | None = None,
+    ) -> tuple[Message, Usage | None]:
         """The reply's final state and its one Usage row in one transaction; then the limits
         are settled and the key's use noted (the same trip).
 
@@ -379,9 +388,15 @@ class StoredReply:
         }
         if model_used:
             fields["model"] = model_used
+        row: Usage | None = None
         with transaction.atomic():
             rows = Message.objects.filter(pk=self.reply_id)
-            if rows.filter(status=Message.Status.STREAMING).update(**fields):
+            if tool_calls:  # a round cut short (stopped, timed out) is stored as it stood
+                tool_call_rows(self.reply_id, user_id, tool_calls)
+            if usage is None:
+                # Its last step is stored already (the next one was refused before it began).
+                rows.update(**fields)
+            elif rows.filter(status=Message.Status.STREAMING).update(**fields):
                 row = Usage.objects.create(
                     user_id=user_id, message_id=self.reply_id, created=now, **usage
                 )
@@ -398,7 +413,8 @@ class StoredReply:
                     for name, value in usage.items():
                         setattr(row, name, value)
                     row.save()
-        _settle(reservation, usage)
+        if usage is not None:
+            _settle(reservation, usage)
         if key_used is not None:
             note_key_used(key_used)
         if signals.reply_finished.has_listeners(Message):
@@ -412,6 +428,16 @@ class StoredReply:
                 **fields,
             )
         return reply, row
+
+
+def tool_call_rows(reply_id: Any, user_id: Any, calls: list[dict[str, Any]]) -> None:
+    """Store a round of tool calls (``ToolCall`` fields each), in one statement."""
+    from ..models import ToolCall
+
+    if calls:
+        ToolCall.objects.bulk_create(
+            ToolCall(message_id=reply_id, user_id=user_id, **call) for call in calls
+        )
 
 
 class UnstoredExchange:
@@ -444,6 +470,11 @@ class UnstoredExchange:
         if key_used is not None:
             note_key_used(key_used)
         return None, row
+
+
+def settle(reservation: Reservation | None, usage: dict[str, Any]) -> None:
+    """Settle ``reservation`` with a request's usage fields (errors are logged, not raised)."""
+    _settle(reservation, usage)
 
 
 def _settle(reservation: Reservation | None, usage: dict[str, Any]) -> None:

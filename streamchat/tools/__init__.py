@@ -1,0 +1,19 @@
+"""Tools: the site's own Python functions, called by the model during a chat reply.
+
+``@streamchat.tools.tool`` registers one; the engine (``streaming.reply``) offers the tools a
+user may use, runs the calls the model makes (``runner``) and continues the reply.
+"""
+
+from .registry import RegisteredTool, all_tools, get, offered_to, register_tool, tool, unregister
+from .runner import ToolError
+
+__all__ = [
+    "RegisteredTool",
+    "ToolError",
+    "all_tools",
+    "get",
+    "offered_to",
+    "register_tool",
+    "tool",
+    "unregister",
+]
