@@ -455,7 +455,7 @@ def test_rate_limited_message_stays_when_another_is_sent(
     # place, with its Retry.
     limit.delete()
     send(page, "Three")
-    finished(page)
+    finished(page, index=1)
     bodies = page.locator(".sc-msg .sc-body").all_inner_texts()
     assert bodies[0] == "One" and "Two, too soon" in bodies and bodies[-2] == "Three", bodies
     assert bodies.index("Two, too soon") < bodies.index("Three")
