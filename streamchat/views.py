@@ -36,7 +36,7 @@ from .catalog import enabled_models
 from .conf import app_settings
 from .http.attachments import attachment_json
 from .http.responses import JsonView, json_error
-from .models import Attachment, Conversation, Message, Usage
+from .models import Attachment, Conversation, Message, ToolCall, Usage
 from .text import clean_text
 from .upstream import is_simulator
 
@@ -84,6 +84,19 @@ def _usage_totals(rows: list[Usage]) -> dict[str, Any] | None:
     }
 
 
+def _tool_call_json(row: ToolCall) -> dict[str, Any]:
+    return {
+        "call": row.call_id,
+        "step": row.step,
+        "offset": row.offset,
+        "name": row.tool_name,
+        "arguments": row.arguments,
+        "status": row.status,
+        "summary": row.result,
+        "duration_ms": row.duration_ms,
+    }
+
+
 def conversation_tree(conversation: Conversation) -> dict[str, Any]:
     """One conversation with every message, each naming its parent, children and siblings.
 
@@ -95,6 +108,7 @@ def conversation_tree(conversation: Conversation) -> dict[str, Any]:
         conversation.messages.order_by("created", "id").prefetch_related(
             Prefetch("usage", queryset=Usage.objects.order_by("id")),
             Prefetch("attachments", queryset=Attachment.objects.order_by("id")),
+            Prefetch("tool_calls", queryset=ToolCall.objects.order_by("step", "id")),
         )
     )
     children: dict[int | None, list[int]] = defaultdict(list)
@@ -123,6 +137,9 @@ def conversation_tree(conversation: Conversation) -> dict[str, Any]:
                 "usage": _usage_totals(list(message.usage.all())),
                 # Images and PDFs sent with a user message (served by api/attachments/<id>/).
                 "attachments": [attachment_json(a) for a in message.attachments.all()],
+                # A reply's tool steps, as its tool.call / tool.result frames said them (the page
+                # shows them again at their offsets after a reload).
+                "tool_calls": [_tool_call_json(c) for c in message.tool_calls.all()],
                 "created": message.created.isoformat(),
                 "completed": message.completed.isoformat() if message.completed else None,
                 "children": children.get(message.pk, []),

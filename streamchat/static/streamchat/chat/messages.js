@@ -10,6 +10,7 @@ import * as render from "./render.js";
 import { autosize, saveDraft } from "./draft.js";
 import { errorText, formatCost } from "./text.js";
 import { showAttachments } from "./attachments.js";
+import { hasSteps, renderWithSteps } from "./tools.js";
 import { socket, sendFrame } from "./socket.js";
 import { ROOT, isLive, keyOf, liveReply, state, visiblePath } from "./tree.js";
 
@@ -55,7 +56,9 @@ function renderBody(message) {
   if (!message.el && !message.parts) return;
   if (message.role === "user") { message.parts.body.textContent = message.text; return; }
   // While it streams, an unfinished construct is closed or held back (render.streamingText).
-  message.parts.body.replaceChildren(render.markdown(message.text, { docId: "m" + message.id, streaming: isLive(message) }));
+  message.parts.body.replaceChildren(hasSteps(message)
+    ? renderWithSteps(message, isLive(message)) // tool steps at their offsets (tools.js)
+    : render.markdown(message.text, { docId: "m" + message.id, streaming: isLive(message) }));
   if (message.reasoning) {
     message.parts.reasoning.hidden = false;
     message.parts.reasoningText.textContent = message.reasoning;

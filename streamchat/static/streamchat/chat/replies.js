@@ -12,6 +12,7 @@ import {
 import {
   adoptConversation, markListStreaming, openConversation, refreshList, retitle, touchListItem,
 } from "./conversations.js";
+import { endSteps, noteToolFrame } from "./tools.js";
 import { askResume, dropConnection, markLoggedOut, sendFrame, socket } from "./socket.js";
 import {
   addMessage, choosePathTo, cpLength, dropCodePoints, isLive, makeMessage, state,
@@ -39,6 +40,7 @@ export function handleFrame(frame) {
     case "reply.finished": return onReplyFinished(frame);
     case "reply.usage": return onReplyUsage(frame);
     case "conversation.updated": return onConversationUpdated(frame);
+    case "tool.call": case "tool.result": case "tool.confirm": return onToolFrame(frame);
     case "error": return onError(frame);
     default: return undefined; // pong and anything newer
   }
@@ -141,6 +143,7 @@ function onReplyFinished(frame) {
   if (frame.model) message.model = frame.model;
   if (frame.usage) message.usage = frame.usage;
   message.error = frame.error || null;
+  endSteps(message);
   renderNow(message);
   refreshMessage(message);
   renderThread();
@@ -148,6 +151,13 @@ function onReplyFinished(frame) {
   else if (message.status === "stopped") announce(gettext("Reply stopped"));
   else announce(message.parts ? message.parts.error.textContent : gettext("The reply failed"));
   refreshList();
+}
+
+function onToolFrame(frame) {
+  const message = state.messages.get(frame.reply);
+  if (!message || message.role !== "assistant") return;
+  // A new step cuts the text at its offset: render it at once (it is not a delta).
+  if (noteToolFrame(message, frame)) renderNow(message);
 }
 
 function onReplyUsage(frame) {

@@ -46,6 +46,7 @@ export function makeMessage(data) {
     error: data.error || null,
     finishReason: data.finish_reason || "",
     attachments: data.attachments || [], // a user message's images and PDFs (the server's JSON)
+    toolCalls: data.tool_calls || [], // a reply's stored tool steps (tools.js shows them)
     // Frames carry no time: a message this page saw start is stamped with the page's clock.
     created: data.created ? new Date(data.created) : new Date(),
     resumeAt: 0, // when a resume was last asked for (gap handling)
