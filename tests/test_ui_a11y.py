@@ -27,7 +27,7 @@ from streamchat.models import (
 )
 from tests.axe import audit, describe
 from tests.services import chromium
-from tests.ui_contexts import open_page
+from tests.ui_contexts import DRAWER_STILL, open_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.once, pytest.mark.django_db(transaction=True)]
 
@@ -77,12 +77,14 @@ def test_chat_page_has_no_serious_violations(
     page.press("#sc-input", "Enter")
     page.locator(f'{REPLY}[data-status="complete"]').wait_for(timeout=15_000)
     axe.check(page, f"a conversation with a streamed reply ({size}, {theme})")
+    assert "{#" not in page.inner_text("body")  # a template comment shown as text
     screenshot(page, "conversation")
 
     # On a phone the conversation drawer; the shortcuts dialog (at the foot of the sidebar).
     if size == "mobile":
         page.click("#sc-open-sidebar")
         page.locator("#sc-sidebar").wait_for(state="visible")
+        page.wait_for_function(DRAWER_STILL)
         axe.check(page, f"the open drawer ({theme})")
         screenshot(page, "drawer")
     page.click("#sc-help-open")

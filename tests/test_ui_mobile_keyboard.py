@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from streamchat.models import ChatModel, Conversation, Message, RateLimit
-from tests.ui_contexts import open_page
+from tests.ui_contexts import DRAWER_STILL, open_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.once, pytest.mark.django_db(transaction=True)]
 
@@ -67,6 +67,11 @@ def open_at(browser: Any, live_daphne: Any, browser_events: Any) -> Any:
     return lambda size, **options: open_page(
         browser, live_daphne.url, browser_events, size=size, **options
     )
+
+
+def drawer_open(page: Any) -> None:
+    page.locator("#sc-sidebar").wait_for(state="visible")
+    page.wait_for_function(DRAWER_STILL)
 
 
 def conversations(user: Any, count: int) -> list[Conversation]:
@@ -152,7 +157,7 @@ def test_phone_drawer_takes_the_focus_and_a_tap_beside_it_closes_it(
     login(page, user)
     assert not page.locator("#sc-sidebar").is_visible()
     page.tap("#sc-open-sidebar")
-    page.locator("#sc-sidebar").wait_for(state="visible")
+    drawer_open(page)
     # The drawer itself has the focus: not the search box, which would pop the keyboard up.
     assert focused(page).startswith("aside#sc-sidebar"), focused(page)
     assert page.get_attribute("#sc-open-sidebar", "aria-expanded") == "true"
@@ -182,7 +187,7 @@ def test_phone_tap_targets_are_at_least_44_px(
     finished(page)
     small = page.evaluate(MEASURE, TARGETS)
     page.tap("#sc-open-sidebar")
-    page.locator("#sc-sidebar").wait_for(state="visible")
+    drawer_open(page)
     small += page.evaluate(MEASURE, TARGETS)
     screenshot(page, "drawer")
     page.click("#sc-help-open")  # at the foot of the drawer

@@ -21,6 +21,10 @@ MOBILE = {
 }
 SIZES = {"desktop": DESKTOP, "mobile": MOBILE}
 
+# The drawer slides in (a short CSS transition): until it stands still, boxes and pictures of it
+# are those of a moving thing.
+DRAWER_STILL = "() => getComputedStyle(document.getElementById('sc-sidebar')).transform === 'none'"
+
 
 def open_page(
     browser: Any, base_url: str, events: Any, size: str = "desktop", color_scheme: str = "light"
