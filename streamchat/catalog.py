@@ -55,6 +55,22 @@ def enabled_models() -> list[dict[str, Any]]:
     return [{"id": row.model_id, "name": str(row), "default": row.pk == default.pk} for row in rows]
 
 
+def enabled_assistants() -> list[dict[str, Any]]:
+    """The assistants a user may pick (admin presets, docs/admin.md "Assistants"), by name; the
+    picker sends ``id`` (``assistant:<pk>``) as the model."""
+    from . import snapshots
+
+    return [
+        {
+            "id": f"assistant:{item.id}",
+            "assistant": item.id,
+            "name": item.name,
+            "model": item.model_id,
+        }
+        for item in sorted(snapshots.enabled_assistants.get().values(), key=lambda a: a.name)
+    ]
+
+
 @dataclass
 class SyncResult:
     created: list[str] = field(default_factory=list)

@@ -281,7 +281,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             accepted = await start(
                 self.user,
                 client_id=frame.get("client_id"),
-                model=frame.get("model"),
+                model=engine.requested_model(frame),
                 options=engine.validate_options(frame.get("temperature"), frame.get("max_tokens")),
                 follower=follower,
                 session_valid=self._session_check(),

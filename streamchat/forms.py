@@ -17,7 +17,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from . import crypto
 from .keys import key_hint
-from .models import ApiKey, ChatModel, RateLimit
+from .models import ApiKey, Assistant, ChatModel, RateLimit
 
 # OpenRouter keys look like "sk-or-v1-" + 64 hex digits; accept any "sk-or-" key of a sane shape.
 KEY_PREFIX = "sk-or-"
@@ -292,3 +292,34 @@ class InlineRateLimitForm(forms.ModelForm):
 
 class GroupRateLimitForm(InlineRateLimitForm):
     scope = RateLimit.Scope.GROUP
+
+
+class AssistantForm(forms.ModelForm):
+    """An assistant names a chat model by its id: one admin has enabled (else no send could use
+    it), the temperature in OpenRouter's range."""
+
+    class Meta:
+        model = Assistant
+        fields = (
+            "name",
+            "description",
+            "enabled",
+            "model",
+            "temperature",
+            "system_prompt",
+            "tools",
+        )
+
+    def clean_model(self) -> str:
+        model_id = str(self.cleaned_data["model"]).strip()
+        if not ChatModel.objects.filter(model_id=model_id, enabled=True).exists():
+            raise forms.ValidationError(
+                _("No enabled chat model has this id (Chat models lists them).")
+            )
+        return model_id
+
+    def clean_temperature(self) -> Any:
+        value = self.cleaned_data.get("temperature")
+        if value is not None and not 0 <= value <= 2:
+            raise forms.ValidationError(_("Between 0 and 2."))
+        return value

@@ -717,3 +717,60 @@ class ToolCall(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tool_name} ({self.status})"
+
+
+class Assistant(models.Model):
+    """A preset users pick in the chat like a model: a model with its own system prompt,
+    temperature and tools. Admins define them here; the host may define them in code
+    (``streamchat.tools.assistant``), synced like tools."""
+
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    description = models.CharField(
+        _("description"), max_length=200, blank=True, help_text=_("Shown in the model picker.")
+    )
+    model = models.CharField(
+        _("model"),
+        max_length=200,
+        help_text=_("An enabled chat model's id (e.g. openai/gpt-4o-mini)."),
+    )
+    system_prompt = models.TextField(
+        _("system prompt"),
+        blank=True,
+        help_text=_("Replaces the model's own system prompt. Empty: the model's is used."),
+    )
+    temperature = models.DecimalField(
+        _("temperature"),
+        max_digits=3,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text=_("Empty: the model's default temperature."),
+    )
+    tools = models.ManyToManyField(
+        Tool,
+        blank=True,
+        related_name="assistants",
+        verbose_name=_("tools"),
+        help_text=_(
+            "The only tools its replies offer (each still needs the user's permission). "
+            "None: no tools."
+        ),
+    )
+    enabled = models.BooleanField(
+        _("enabled"), default=True, help_text=_("Off: users cannot pick it.")
+    )
+    in_code = models.BooleanField(
+        _("defined in code"),
+        default=False,
+        editable=False,
+        help_text=_("Registered with streamchat.tools.assistant(): the code sets it again."),
+    )
+    created = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = _("assistant")
+        verbose_name_plural = _("assistants")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

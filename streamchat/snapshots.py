@@ -76,14 +76,27 @@ def _limit_rules() -> dict[str, Any]:
     return rules
 
 
+def _enabled_assistants() -> dict[int, Any]:
+    from .streaming.store import AssistantChoice
+    from .tools import registry
+
+    registry.ensure_synced()  # the host's assistants defined in code have their rows
+    from .models import Assistant
+
+    rows = Assistant.objects.filter(enabled=True).prefetch_related("tools")
+    return {row.pk: AssistantChoice.of(row) for row in rows}
+
+
 enabled_models: Snapshot[list[Any]] = Snapshot(_enabled_models)
 usable_keys: Snapshot[list[Any]] = Snapshot(_usable_keys)
 limit_rules: Snapshot[dict[str, Any]] = Snapshot(_limit_rules)
+# The assistants users may pick, by id (the model snapshot's companion: read in the same trip).
+enabled_assistants: Snapshot[dict[int, Any]] = Snapshot(_enabled_assistants)
 
 
 def clear_all(**kwargs: Any) -> None:
     """Forget every snapshot (a signal receiver, too)."""
-    for snapshot in (enabled_models, usable_keys, limit_rules):
+    for snapshot in (enabled_models, usable_keys, limit_rules, enabled_assistants):
         snapshot.clear()
 
 
@@ -93,13 +106,16 @@ def connect_signals() -> None:
     from django.core.signals import setting_changed
     from django.db.models.signals import m2m_changed, post_delete, post_save
 
-    from .models import ApiKey, ChatModel, RateLimit
+    from .models import ApiKey, Assistant, ChatModel, RateLimit
 
-    for model in (ChatModel, ApiKey, RateLimit):
+    for model in (ChatModel, ApiKey, RateLimit, Assistant):
         post_save.connect(clear_all, sender=model, dispatch_uid=f"streamchat-snap-{model.__name__}")
         post_delete.connect(
             clear_all, sender=model, dispatch_uid=f"streamchat-snap-del-{model.__name__}"
         )
+    m2m_changed.connect(
+        clear_all, sender=Assistant.tools.through, dispatch_uid="streamchat-snap-assistant-tools"
+    )
     groups = getattr(get_user_model(), "groups", None)
     if groups is not None:
         m2m_changed.connect(clear_all, sender=groups.through, dispatch_uid="streamchat-snap-groups")

@@ -32,7 +32,7 @@ from django.utils.translation import gettext as _
 from django.views.generic import TemplateView
 
 from . import export
-from .catalog import enabled_models
+from .catalog import enabled_assistants, enabled_models
 from .conf import app_settings
 from .http.attachments import attachment_json
 from .http.responses import JsonView, json_error
@@ -191,10 +191,12 @@ class ChatView(LoginRequiredMixin, TemplateView):
             Conversation.objects.filter(owner=self.request.user, pk=pk).first() if pk else None
         )
         models = enabled_models()
+        assistants = enabled_assistants()
         simulator = uses_simulator()
         context.update(
             conversation=conversation,
             models=models,
+            assistants=assistants,
             simulator=simulator,
             streamchat_config={
                 "websocket": self.websocket_path,
@@ -209,6 +211,7 @@ class ChatView(LoginRequiredMixin, TemplateView):
                 },
                 "conversation": conversation.pk if conversation else None,
                 "models": models,
+                "assistants": assistants,
                 "max_message_chars": app_settings.MAX_MESSAGE_CHARS,
                 # What the composer may attach (docs/http.md#attachments); checked again on upload.
                 "attachments": {
@@ -387,9 +390,12 @@ def announce_title(conversation_id: int, title: str) -> None:
 
 
 class ModelListView(JsonView):
-    """GET: the models the picker offers, with the default marked."""
+    """GET: the models the picker offers, with the default marked, and the assistants (each
+    picked like a model: its ``id`` is ``assistant:<pk>``)."""
 
     def get(self, request: HttpRequest) -> JsonResponse:
         models = enabled_models()
         default = next(m["id"] for m in models if m["default"])
-        return JsonResponse({"models": models, "default": default})
+        return JsonResponse(
+            {"models": models, "default": default, "assistants": enabled_assistants()}
+        )

@@ -152,6 +152,7 @@ def test_models_api_falls_back_to_the_default_model_setting(client_for: Any) -> 
             {"id": DEFAULTS["DEFAULT_MODEL"], "name": DEFAULTS["DEFAULT_MODEL"], "default": True}
         ],
         "default": DEFAULTS["DEFAULT_MODEL"],
+        "assistants": [],  # none defined (tests/test_assistants.py)
     }
 
 

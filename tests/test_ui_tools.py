@@ -62,9 +62,7 @@ def test_a_tool_step_shows_collapsed_opens_and_survives_a_reload(
     assert not step.locator(".sc-tool-arguments").is_visible()  # collapsed
     # The final text follows the step, quoting the tool's result.
     assert "echo:hihi" in reply.locator(".sc-body").inner_text()
-    after = step.evaluate(
-        "el => { var n = el.nextElementSibling; return n ? n.textContent : ''; }"
-    )
+    after = step.evaluate("el => { var n = el.nextElementSibling; return n ? n.textContent : ''; }")
     assert "echo:hihi" in after
     screenshot(page, "collapsed-1280")
     summary.focus()

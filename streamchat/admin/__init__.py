@@ -13,11 +13,12 @@ from .export import UserDataExportMixin, add_user_export_action, export_user_dat
 from .keys import ApiKeyAdmin
 from .limits import GroupRateLimitInline, RateLimitAdmin, UserRateLimitInline, add_limits_inlines
 from .tokens import PersonalTokenAdmin
-from .tools import ToolAdmin, ToolCallAdmin
+from .tools import AssistantAdmin, ToolAdmin, ToolCallAdmin
 from .usage import UsageAdmin
 
 __all__ = [
     "ApiKeyAdmin",
+    "AssistantAdmin",
     "ChatModelAdmin",
     "ConversationAdmin",
     "GroupRateLimitInline",

@@ -1,5 +1,6 @@
-"""Tools in admin: the registered tools (switch one off; the code defines the rest) and every
-call the model made (read-only, like the usage ledger)."""
+"""Tools in admin: the registered tools (switch one off; the code defines the rest), every
+call the model made (read-only, like the usage ledger), and the assistants (presets of a model,
+system prompt, temperature and tools that users pick like a model)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
 
-from ..models import Tool, ToolCall
+from ..forms import AssistantForm
+from ..models import Assistant, Tool, ToolCall
 
 
 @admin.register(Tool)
@@ -48,3 +51,28 @@ class ToolCallAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(Assistant)
+class AssistantAdmin(admin.ModelAdmin):
+    """Presets users pick in the chat like a model (docs/admin.md "Assistants")."""
+
+    form = AssistantForm
+    list_display = ("name", "model", "enabled", "in_code", "temperature")
+    list_editable = ("enabled",)
+    list_filter = ("enabled", "in_code")
+    search_fields = ("name", "model", "description")
+    filter_horizontal = ("tools",)
+    readonly_fields = ("in_code", "created")
+    fieldsets = (
+        (None, {"fields": ("name", "description", "enabled")}),
+        (_("Model"), {"fields": ("model", "temperature", "system_prompt")}),
+        (_("Tools"), {"fields": ("tools",)}),
+        (_("Record"), {"fields": ("in_code", "created"), "classes": ("collapse",)}),
+    )
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> Any:
+        from ..tools.registry import ensure_synced
+
+        ensure_synced()  # assistants defined in code are listed too
+        return super().get_changelist(request, **kwargs)

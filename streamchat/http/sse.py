@@ -96,7 +96,7 @@ async def stream_reply(request: HttpRequest, user: Any) -> HttpResponseBase:
     kind = frame.get("type", "send")
     common = {
         "client_id": frame.get("client_id"),
-        "model": frame.get("model"),
+        "model": engine.requested_model(frame),
         "options": engine.validate_options(frame.get("temperature"), frame.get("max_tokens")),
         "source": Usage.Source.SSE,
     }

@@ -127,6 +127,14 @@ def validate_id(value: Any, field: str, *, optional: bool = False) -> int | None
     return value
 
 
+def requested_model(frame: dict[str, Any]) -> Any:
+    """The model a reply-starting frame asks for: ``assistant`` (an assistant's id) wins over
+    ``model`` (a model id, or the picker's ``assistant:<id>``)."""
+    if frame.get("assistant") is not None:
+        return f"assistant:{validate_id(frame.get('assistant'), 'assistant')}"
+    return frame.get("model")
+
+
 async def asend(
     user: Any,
     *,

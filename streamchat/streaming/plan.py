@@ -124,7 +124,11 @@ def make_plan(
         duplicate = store.find_duplicate(user.pk, client_id)
         if duplicate is not None:
             return _started(duplicate, client_id, duplicate.model)
-    choice = store.choose_model(model)
+    # ``assistant:<id>``: an admin's preset of a model, system prompt, temperature and tools.
+    assistant = store.choose_assistant(model)
+    choice = store.choose_model(assistant.model_id if assistant is not None else model)
+    if assistant is not None:
+        choice = assistant.applied_to(choice)
     fallback_models = (
         _enabled_fallbacks(options.fallback_models)
         if options.fallback_models is not None
@@ -167,6 +171,8 @@ def make_plan(
         else dict(options.extra)
     )
     offered = [] if isinstance(ask, Exchange) else tools_registry.offered_to(user)
+    if assistant is not None:
+        offered = [item for item in offered if item.name in assistant.tools]
     if offered:
         extra["tools"] = [item.spec() for item in offered]
     record = (

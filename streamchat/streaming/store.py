@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -62,6 +62,54 @@ class ModelChoice:
         return pricing.cost(
             prompt_tokens, completion_tokens, self.prompt_price, self.completion_price
         )
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantChoice:
+    """An assistant a user picked (``assistant:<id>`` in place of a model id): its model with
+    its own system prompt, temperature and tools."""
+
+    PREFIX = "assistant:"
+
+    id: int
+    name: str
+    model_id: str
+    system_prompt: str = ""
+    temperature: float | None = None
+    tools: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, row: Any) -> AssistantChoice:
+        return cls(
+            id=row.pk,
+            name=row.name,
+            model_id=row.model,
+            system_prompt=row.system_prompt,
+            temperature=float(row.temperature) if row.temperature is not None else None,
+            tools=frozenset(tool.name for tool in row.tools.all()),
+        )
+
+    def applied_to(self, choice: ModelChoice) -> ModelChoice:
+        return replace(
+            choice,
+            system_prompt=self.system_prompt or choice.system_prompt,
+            temperature=self.temperature if self.temperature is not None else choice.temperature,
+        )
+
+
+def choose_assistant(requested: str | None) -> AssistantChoice | None:
+    """The enabled assistant ``requested`` names (``assistant:<id>``); None for a model id.
+    (From this process's snapshot, as the models.)"""
+    if not requested or not requested.startswith(AssistantChoice.PREFIX):
+        return None
+    try:
+        pk = int(requested[len(AssistantChoice.PREFIX) :])
+    except ValueError:
+        pk = None
+    found = snapshots.enabled_assistants.get().get(pk) if pk is not None else None
+    if found is None:
+        raise ChatError("model_unavailable", "This assistant is not available.", field="model")
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,13 +4,25 @@
 user may use, runs the calls the model makes (``runner``) and continues the reply.
 """
 
-from .registry import RegisteredTool, all_tools, get, offered_to, register_tool, tool, unregister
+from .registry import (
+    RegisteredAssistant,
+    RegisteredTool,
+    all_tools,
+    assistant,
+    get,
+    offered_to,
+    register_tool,
+    tool,
+    unregister,
+)
 from .runner import ToolError
 
 __all__ = [
+    "RegisteredAssistant",
     "RegisteredTool",
     "ToolError",
     "all_tools",
+    "assistant",
     "get",
     "offered_to",
     "register_tool",

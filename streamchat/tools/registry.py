@@ -109,6 +109,54 @@ def tool(
     return register(func) if func is not None else register
 
 
+@dataclass(frozen=True)
+class RegisteredAssistant:
+    """An assistant the host defined in code (``assistant()``); its row is kept in step."""
+
+    name: str
+    model: str
+    system_prompt: str = ""
+    temperature: float | None = None
+    tools: tuple[str, ...] = ()
+    description: str = ""
+
+
+_assistants: dict[str, RegisteredAssistant] = {}
+
+
+def assistant(
+    name: str,
+    *,
+    model: str,
+    system_prompt: str = "",
+    temperature: float | None = None,
+    tools: tuple[str, ...] | list[str] = (),
+    description: str = "",
+) -> RegisteredAssistant:
+    """Define an assistant in code (docs/admin.md "Assistants"): a preset users pick in the
+    chat like a model — ``model`` (an enabled model id) with this system prompt, temperature and
+    only these tools (registered tool names). Its ``Assistant`` row is created or updated after
+    ``migrate`` and on first use; admins may switch it off, the code sets the rest again."""
+    registered = RegisteredAssistant(
+        name=name,
+        model=model,
+        system_prompt=system_prompt,
+        temperature=temperature,
+        tools=tuple(tools),
+        description=description,
+    )
+    global _synced
+    with _lock:
+        _assistants[name] = registered
+        _synced = False
+    return registered
+
+
+def unregister_assistant(name: str) -> None:
+    with _lock:
+        _assistants.pop(name, None)
+
+
 def register_tool(registered: RegisteredTool) -> None:
     global _synced
     with _lock:
@@ -139,7 +187,8 @@ def sync_rows(**kwargs: Any) -> None:
     from ..models import Tool
 
     registered = all_tools()
-    if not registered:
+    assistants = sorted(_assistants.values(), key=lambda a: a.name)
+    if not registered and not assistants:
         _synced = True
         return
     with transaction.atomic():
@@ -156,8 +205,36 @@ def sync_rows(**kwargs: Any) -> None:
                 Tool.objects.filter(pk=row.pk).update(
                     description=item.description, confirm=item.confirm
                 )
+        if assistants:
+            _sync_assistants(assistants)
     _synced = True
     disabled.clear()
+
+
+def _sync_assistants(assistants: list[RegisteredAssistant]) -> None:
+    """The code's assistants as rows (in ``sync_rows``' transaction); ``enabled`` stays the
+    admin's."""
+    from ..models import Assistant, Tool
+
+    tools = {row.name: row for row in Tool.objects.all()}
+    for item in assistants:
+        row, _ = Assistant.objects.update_or_create(
+            name=item.name,
+            defaults={
+                "model": item.model,
+                "system_prompt": item.system_prompt,
+                "temperature": item.temperature,
+                "description": item.description,
+                "in_code": True,
+            },
+        )
+        row.tools.set([tools[name] for name in item.tools if name in tools])
+
+
+def ensure_synced() -> None:
+    """Sync the rows once per process (the first use after a registration)."""
+    if not _synced:
+        sync_rows()
 
 
 def _disabled_names() -> frozenset[str]:
