@@ -104,6 +104,12 @@ def test_a_confirm_tool_asks_and_approving_continues(
     screenshot(page, "confirm-390")
     page.set_viewport_size({"width": 1280, "height": 800})
     screenshot(page, "confirm-1280")
+    # A reload while the tool waits: resume shows the step and its prompt again.
+    page.reload()
+    prompt = page.locator(f"{STEP} .sc-tool-confirm")
+    prompt.wait_for(timeout=15_000)
+    approve = prompt.locator('[data-tool="approve"]')
+    assert "t_change" in page.locator(f"{STEP} summary").inner_text()
     approve.focus()
     page.keyboard.press("Enter")  # keyboard reachable
     reply = finished(page)
@@ -112,3 +118,18 @@ def test_a_confirm_tool_asks_and_approving_continues(
     assert step.get_attribute("data-status") == "ok"
     assert "changed:lamp" in reply.locator(".sc-body").inner_text()
     assert ToolCall.objects.get(tool_name="t_change").status == ToolCall.Status.OK
+
+
+@pytest.mark.parametrize("live_daphne", TOOLS_SERVER, indirect=True)
+def test_declining_tells_the_model_and_marks_the_step(page: Any, login: Any, tooler: Any) -> None:
+    tool_model("t_change", {"item": "door"})
+    login(page, tooler)
+    send(page, "change the door")
+    prompt = page.locator(f"{STEP} .sc-tool-confirm")
+    prompt.wait_for(timeout=15_000)
+    prompt.locator('[data-tool="decline"]').click()
+    reply = finished(page)
+    step = reply.locator(".sc-tool")
+    assert step.get_attribute("data-status") == "declined"
+    assert "declined" in step.locator("summary").inner_text()
+    assert ToolCall.objects.get(tool_name="t_change").status == ToolCall.Status.DECLINED
