@@ -7,6 +7,8 @@ in tests/tool_fixtures.py, for users whose name starts with ``tooler`` only.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import asyncio
 import json
 from collections.abc import Iterator
@@ -389,7 +391,15 @@ async def test_several_steps_stream_into_one_reply(tooler, chat_socket, simulato
     assert [c["step"] for c in of(seen, "tool.call")] == [1, 2]
     assert seen[-1]["status"] == "complete"
     await finished_runs()
-    assert await Usage.objects.filter(message_id=reply_id).acount() == 3
+    rows = [row async for row in Usage.objects.filter(message_id=reply_id)]
+    assert len(rows) == 3
+    # The live finish sums the steps; so does the finish rebuilt from the rows (a resume).
+    live = seen[-1]["usage"]
+    assert live["completion_tokens"] == sum(row.completion_tokens for row in rows)
+    await socket.send({"type": "resume", "reply": reply_id, "offset": 0})
+    resumed = (await socket.recv_until("reply.finished"))["usage"]
+    assert Decimal(resumed.pop("cost")) == Decimal(live.pop("cost"))
+    assert resumed == live
 
 
 async def test_stop_mid_tool(tooler, chat_socket, simulator):

@@ -6,6 +6,7 @@ for a follower that arrives late (another worker, a reload, the reaper's announc
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from ..models import Message, Usage
@@ -174,10 +175,12 @@ def _decimal(value: Any) -> Any:
     return Decimal(str(value))
 
 
-def finished_event(reply: Message, usage_row: Usage | None = None) -> Finished:
-    """The ``Finished`` event of a reply that already ended, from its rows."""
-    if usage_row is None:
-        usage_row = reply.usage.order_by("id").first()
+def finished_event(reply: Message) -> Finished:
+    """The ``Finished`` event of a reply that already ended, from its rows. Its usage sums the
+    reply's usage rows (one per upstream request: a reply with tool steps has several), as
+    the live ``reply.finished`` does; its time to first token is the first request's."""
+    rows = list(reply.usage.order_by("id"))
+    known = [row for row in rows if row.cost_source != Usage.CostSource.UNKNOWN]
     return Finished(
         reply_id=reply.pk,
         conversation_id=reply.conversation_id,
@@ -186,15 +189,15 @@ def finished_event(reply: Message, usage_row: Usage | None = None) -> Finished:
         model=reply.model,
         length=len(reply.content),
         usage=UsageFigures(
-            prompt_tokens=usage_row.prompt_tokens,
-            completion_tokens=usage_row.completion_tokens,
-            reasoning_tokens=usage_row.reasoning_tokens,
-            cost=usage_row.cost if usage_row.cost_source != Usage.CostSource.UNKNOWN else None,
-            estimated=usage_row.cost_source == Usage.CostSource.ESTIMATED,
+            prompt_tokens=sum(row.prompt_tokens for row in rows),
+            completion_tokens=sum(row.completion_tokens for row in rows),
+            reasoning_tokens=sum(row.reasoning_tokens for row in rows),
+            cost=sum((row.cost for row in known), Decimal(0)) if known else None,
+            estimated=any(row.cost_source == Usage.CostSource.ESTIMATED for row in rows),
         )
-        if usage_row
+        if rows
         else None,
-        ttft_ms=usage_row.time_to_first_token_ms if usage_row else None,
+        ttft_ms=rows[0].time_to_first_token_ms if rows else None,
         error=ReplyError(reply.error_code, reply.error_message) if reply.error_code else None,
     )
 
