@@ -7,11 +7,10 @@ in tests/tool_fixtures.py, for users whose name starts with ``tooler`` only.
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import asyncio
 import json
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import httpx
