@@ -276,16 +276,9 @@ async def astop(user: Any, reply_id: int) -> bool:
     if run is not None and run.user_id == user.pk and not run.done.is_set():
         run.stop()
         return True
-    if not await db.run(_is_streaming_reply, user.pk, reply_id):
-        return False
-    try:
-        await get_channel_layer().group_send(
-            control_group(reply_id), {"type": "streamchat.stop", "reply": reply_id}
-        )
-    except Exception as error:
-        layer.trouble("sending a stop to another worker", error)
-        raise other_workers_unreachable() from None
-    return True
+    return await _tell_other_worker(
+        user, reply_id, {"type": "streamchat.stop", "reply": reply_id}, "a stop"
+    )
 
 
 def validate_call_id(value: Any) -> str:
@@ -301,15 +294,19 @@ async def aconfirm(user: Any, reply_id: int, call_id: str, approve: bool) -> boo
     run = get_hub().runs.get(reply_id)
     if run is not None and run.user_id == user.pk and not run.done.is_set():
         return run.decide(call_id, approve)
+    message = {"type": "streamchat.confirm", "reply": reply_id, "call": call_id, "approve": approve}
+    return await _tell_other_worker(user, reply_id, message, "a tool decision")
+
+
+async def _tell_other_worker(user: Any, reply_id: int, message: dict[str, Any], what: str) -> bool:
+    """Send ``message`` to the worker running ``user``'s reply (through its control group, see
+    ``hub``). False if the reply is not theirs or not streaming."""
     if not await db.run(_is_streaming_reply, user.pk, reply_id):
         return False
     try:
-        await get_channel_layer().group_send(
-            control_group(reply_id),
-            {"type": "streamchat.confirm", "reply": reply_id, "call": call_id, "approve": approve},
-        )
+        await get_channel_layer().group_send(control_group(reply_id), message)
     except Exception as error:
-        layer.trouble("sending a tool decision to another worker", error)
+        layer.trouble(f"sending {what} to another worker", error)
         raise other_workers_unreachable() from None
     return True
 
