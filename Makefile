@@ -9,7 +9,7 @@ PORT ?= 8000
 SIM_PORT ?= 8765
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: run cluster test test-sqlite test-sqlite-processes test-sqlite-once test-sqlite-rest test-postgres install lint wheel clean bench bench-quick
+.PHONY: run cluster test test-sqlite test-sqlite-once test-sqlite-rest test-postgres test-cluster install lint wheel clean bench bench-quick
 
 install: $(STAMP)
 
@@ -34,16 +34,15 @@ run: install
 cluster: install
 	PORT=$(PORT) SIM_PORT=$(SIM_PORT) $(PY) -m tests.cluster
 
-# Lint, then the suite in four runs at once: on SQLite the once-only tests that start whole sites,
-# the other browser and once-only tests, and the rest; and (everything that touches the ORM) on
-# PostgreSQL. They share nothing (a test database each, named by process; Redis databases 15,
-# 11, 12 and 13; free ports), and most of their time is spent waiting on servers, so CI waits
-# for the longest, not the sum. Each run's
-# output is printed when all ended (and kept in test-artifacts/). SERIAL=1: one after the other.
-RUNS := sqlite-processes sqlite-once sqlite-rest postgres
-# The once-only tests that start whole sites and clusters (a virtualenv, nginx, make run, the
-# benchmark): a run of their own, the longest.
-PROCESS_TESTS := tests/test_dropin.py tests/test_cluster.py tests/test_bench.py tests/test_make_run.py
+# Lint, then the suite in three runs at once: on SQLite the browser and once-only tests, on
+# SQLite the rest, and (everything that touches the ORM) on PostgreSQL. They share nothing (a
+# test database each, named by process; Redis databases 15, 12 and 13; free ports), and most of
+# their time is spent waiting on servers, so CI waits for the longest, not the sum. Then, alone,
+# the cluster tests (nginx, two workers, restarts and cuts): their drains and lease timings are
+# what they test, so they get the machine to themselves. Each run's output is printed when all
+# ended (and kept in test-artifacts/). SERIAL=1: one after the other.
+RUNS := sqlite-once sqlite-rest postgres
+CLUSTER_TESTS := tests/test_cluster.py
 
 test: install
 	$(MAKE) --no-print-directory lint
@@ -61,18 +60,21 @@ test: install
 	for run in $(RUNS); do \
 	  echo "== $$run run =="; cat test-artifacts/$$run-run.log; \
 	done; \
+	echo "== cluster run (alone) =="; \
+	$(MAKE) --no-print-directory test-cluster; cluster_status=$$?; \
 	for run in $(RUNS); do \
 	  status=$$(cat test-artifacts/$$run-run.status); echo "$$run run: exit $$status"; \
 	  [ "$$status" = 0 ] || failed=1; \
 	done; \
+	echo "cluster run: exit $$cluster_status"; [ $$cluster_status = 0 ] || failed=1; \
 	exit $$failed
 
-test-sqlite-processes:
-	TEST_REDIS_URL=redis://127.0.0.1:6379/15 $(PY) -m pytest -m "browser or once" $(PROCESS_TESTS)
-
 test-sqlite-once:
-	TEST_REDIS_URL=redis://127.0.0.1:6379/11 $(PY) -m pytest -m "browser or once" \
-	  $(addprefix --ignore=,$(PROCESS_TESTS))
+	TEST_REDIS_URL=redis://127.0.0.1:6379/15 $(PY) -m pytest -m "browser or once" \
+	  $(addprefix --ignore=,$(CLUSTER_TESTS))
+
+test-cluster:
+	TEST_REDIS_URL=redis://127.0.0.1:6379/15 $(PY) -m pytest $(CLUSTER_TESTS)
 
 test-sqlite-rest:
 	TEST_REDIS_URL=redis://127.0.0.1:6379/12 $(PY) -m pytest -m "not browser and not once"
