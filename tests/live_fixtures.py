@@ -33,6 +33,7 @@ from urllib.request import urlopen
 import pytest
 
 from tests.services import chromium
+from tests.ui_contexts import guarded_page
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -96,35 +97,7 @@ def page(browser: Any, live_daphne: Any, browser_events: BrowserEvents) -> Itera
     """A fresh context (no cookies, no storage) and page on the live server."""
     _require_static_files(live_daphne.url)
     context = browser.new_context(base_url=live_daphne.url, viewport={"width": 1200, "height": 850})
-    context.set_default_timeout(10_000)
-    own = urlsplit(live_daphne.url)
-
-    def guard(route: Any) -> None:
-        url = urlsplit(route.request.url)
-        if url.scheme in ("data", "blob", "about") or (url.hostname, url.port) == (
-            own.hostname,
-            own.port,
-        ):
-            route.continue_()
-        else:
-            browser_events.foreign_requests.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", guard)
-    page = context.new_page()
-
-    def on_dialog(dialog: Any) -> None:
-        browser_events.dialogs.append(f"{dialog.type}: {dialog.message}")
-        dialog.dismiss()
-
-    page.on("dialog", on_dialog)
-    page.on("pageerror", lambda error: browser_events.page_errors.append(str(error)))
-    page.on(
-        "console",
-        lambda message: (
-            browser_events.console_errors.append(message.text) if message.type == "error" else None
-        ),
-    )
+    page = guarded_page(context, live_daphne.url, browser_events)
     try:
         yield page
     finally:

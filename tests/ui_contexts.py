@@ -30,12 +30,20 @@ def open_page(
     browser: Any, base_url: str, events: Any, size: str = "desktop", color_scheme: str = "light"
 ) -> Any:
     context = browser.new_context(base_url=base_url, color_scheme=color_scheme, **SIZES[size])
+    return guarded_page(context, base_url, events)
+
+
+def guarded_page(context: Any, base_url: str, events: Any) -> Any:
+    """A new page of ``context`` whose requests to other origins than ``base_url``'s are blocked
+    and recorded, and whose dialogs (dismissed), script errors and console errors are recorded
+    in ``events`` (a ``BrowserEvents``)."""
     context.set_default_timeout(10_000)
     own = urlsplit(base_url)
 
     def guard(route: Any) -> None:
         url = urlsplit(route.request.url)
-        if url.scheme in ("data", "blob", "about") or url.netloc == own.netloc:
+        same_origin = (url.hostname, url.port) == (own.hostname, own.port)
+        if url.scheme in ("data", "blob", "about") or same_origin:
             route.continue_()
         else:
             events.foreign_requests.append(route.request.url)
